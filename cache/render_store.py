@@ -1,0 +1,230 @@
+"""The render store: ``data/renders/<category>.zarr`` (contract: docs/contracts.md, section 1).
+
+Zarr v3, one chunk per (object, view), one shard per object. Per-object completion is explicit:
+an object's arrays are written first, then its content digest, then its ``done`` flag, so a
+killed run never leaves an object that looks complete, and re-running resumes at the first
+object whose flag is not set.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import zarr
+
+from cache.zarr_io import (
+    StoreError,
+    create_object_array,
+    digest_arrays,
+    open_group,
+    read_checked,
+    short_hash,
+)
+from renderers.job import RenderedObject
+
+FORMAT_VERSION = 1
+
+# name -> (dtype, per-object shape given (V, H, P, S), per-view chunking, fill value)
+ARRAYS: dict[str, tuple[str, Any, bool, Any]] = {
+    "rgb": ("uint8", lambda V, H, P, S: (V, H, H, 3), True, 0),
+    "alpha": ("uint8", lambda V, H, P, S: (V, H, H), True, 0),
+    "depth": ("float32", lambda V, H, P, S: (V, H, H), True, 0.0),
+    "part": ("int16", lambda V, H, P, S: (V, H, H), True, -1),
+    "K": ("float32", lambda V, H, P, S: (V, 3, 3), False, 0.0),
+    "c2w": ("float32", lambda V, H, P, S: (V, 4, 4), False, 0.0),
+    "kp3d": ("float32", lambda V, H, P, S: (P, 3), False, 0.0),
+    "kp_id": ("int32", lambda V, H, P, S: (P,), False, -1),
+    "kp2d": ("float32", lambda V, H, P, S: (V, P, 2), False, 0.0),
+    "kp_visible": ("bool", lambda V, H, P, S: (V, P), False, False),
+    "points": ("float32", lambda V, H, P, S: (S, 3), False, 0.0),
+    "point_part": ("int16", lambda V, H, P, S: (S,), False, -1),
+    "seed": ("int64", lambda V, H, P, S: (2,), False, 0),
+    "digest": ("uint8", lambda V, H, P, S: (32,), False, 0),
+    "done": ("uint8", lambda V, H, P, S: (), False, 0),
+}
+IMAGE_ARRAYS = ("rgb", "alpha", "depth", "part")
+
+
+@dataclass(frozen=True)
+class StoreLayout:
+    """Sizes fixed at creation: objects N, views V, image size H, keypoint slots P, points S."""
+
+    n_objects: int
+    n_views: int
+    image_size: int
+    n_keypoints: int
+    n_points: int
+
+    def shape_args(self) -> tuple[int, int, int, int]:
+        return self.n_views, self.image_size, max(1, self.n_keypoints), max(1, self.n_points)
+
+
+class RenderStoreWriter:
+    """Creates or resumes a render store and writes one object at a time (any process)."""
+
+    def __init__(self, path: str | Path):
+        """Open an existing store for object writes (used inside workers)."""
+        self.path = str(path)
+        self.group = open_group(self.path, mode="r+")
+
+    @classmethod
+    def create_or_resume(
+        cls,
+        path: str | Path,
+        layout: StoreLayout,
+        attrs: dict,
+        overwrite: bool = False,
+        if_stale: str = "fail",
+    ) -> RenderStoreWriter:
+        """Create the store, or reopen it to resume when it was made with the same settings.
+
+        ``attrs`` must hold ``object_ids``, ``splits`` and a ``config`` dict; the config hash
+        decides whether an existing store can be resumed (same config) or is stale; a stale
+        store is an error unless ``if_stale == "overwrite"``.
+        """
+        path = str(path)
+        config_key = short_hash({"config": attrs["config"], "object_ids": attrs["object_ids"]})
+        exists = Path(path).exists() and any(Path(path).iterdir())
+        if exists and not overwrite:
+            group = open_group(path, mode="r+")
+            found = group.attrs.get("config_key")
+            if found != config_key and if_stale != "overwrite":
+                raise StoreError(
+                    f"{path}: existing render store was written with other settings "
+                    f"(config key {found} != {config_key}); pass --overwrite to re-render it, "
+                    "or choose another --out"
+                )
+            if found == config_key:
+                return cls(path)
+        group = zarr.open_group(path, mode="w", zarr_format=3)
+        V, H, P, S = layout.shape_args()
+        for name, (dtype, shape_fn, per_view, fill) in ARRAYS.items():
+            create_object_array(
+                group, name, layout.n_objects, shape_fn(V, H, P, S), dtype, fill, per_view
+            )
+        group.attrs.update(
+            {**attrs, "config_key": config_key, "format_version": FORMAT_VERSION, "complete": False}
+        )
+        return cls(path)
+
+    def done_mask(self) -> np.ndarray:
+        """(N,) bool: objects already written completely."""
+        return self.group["done"][:].astype(bool)
+
+    def write_object(self, index: int, obj: RenderedObject) -> None:
+        """Write every array of object ``index``; the ``done`` flag goes last."""
+        g, v = self.group, obj.views
+        values = {
+            "rgb": v.rgb,
+            "alpha": v.alpha,
+            "depth": v.depth,
+            "part": v.part,
+            "K": obj.K,
+            "c2w": obj.c2w,
+            "kp3d": obj.kp3d,
+            "kp_id": obj.kp_id,
+            "kp2d": obj.kp2d,
+            "kp_visible": obj.kp_visible,
+            "points": obj.points,
+            "point_part": obj.point_part,
+            "seed": np.array([obj.job.seed, obj.job.camera_seed], np.int64),
+        }
+        for name, value in values.items():
+            expected = g[name].shape[1:]
+            if tuple(value.shape) != tuple(expected):
+                raise StoreError(
+                    f"{self.path}: object {obj.job.object_id} array {name} has shape "
+                    f"{value.shape}, store expects {expected}"
+                )
+            g[name][index] = value
+        digest = digest_arrays(*(values[n] for n in IMAGE_ARRAYS), obj.c2w)
+        g["digest"][index] = np.frombuffer(bytes.fromhex(digest), np.uint8)
+        g["done"][index] = 1
+
+    def finalize(self, extra_attrs: dict) -> str:
+        """Mark the store complete (all objects done or listed as skipped); returns fingerprint."""
+        done = self.done_mask()
+        skipped = extra_attrs.get("skipped", {})
+        ids = self.group.attrs["object_ids"]
+        missing = [i for i, d in zip(ids, done, strict=True) if not d and i not in skipped]
+        fingerprint = fingerprint_of(self.group)
+        self.group.attrs.update(
+            {**extra_attrs, "complete": not missing, "fingerprint": fingerprint}
+        )
+        return fingerprint
+
+
+def fingerprint_of(group: zarr.Group) -> str:
+    """sha256 over the config key and every object's content digest (order matters)."""
+    h = hashlib.sha256(str(group.attrs.get("config_key")).encode())
+    h.update(group["digest"][:].tobytes())
+    h.update(group["done"][:].tobytes())
+    return h.hexdigest()
+
+
+class RenderStore:
+    """Read access to a finished render store, with clear errors for bad stores."""
+
+    def __init__(self, path: str | Path, allow_incomplete: bool = False):
+        self.path = str(path)
+        if not Path(self.path).exists():
+            raise StoreError(
+                f"{self.path}: no render store here; run `fnerf-pipeline render` first"
+            )
+        self.group = open_group(self.path)
+        missing = [name for name in ARRAYS if name not in self.group]
+        if missing:
+            raise StoreError(
+                f"{self.path}: render store lacks arrays {missing}; it was written by another "
+                "version or is damaged - re-run `fnerf-pipeline render --overwrite`"
+            )
+        self.attrs = dict(self.group.attrs)
+        if not self.attrs.get("complete") and not allow_incomplete:
+            n_done = int(self.group["done"][:].sum())
+            raise StoreError(
+                f"{self.path}: render store is incomplete ({n_done}/{self.n_objects} objects "
+                "done); re-run the render stage to resume it"
+            )
+
+    @property
+    def n_objects(self) -> int:
+        return int(self.group["rgb"].shape[0])
+
+    @property
+    def n_views(self) -> int:
+        return int(self.group["rgb"].shape[1])
+
+    @property
+    def image_size(self) -> int:
+        return int(self.group["rgb"].shape[2])
+
+    @property
+    def object_ids(self) -> list[str]:
+        return list(self.attrs["object_ids"])
+
+    @property
+    def splits(self) -> list[str]:
+        return list(self.attrs["splits"])
+
+    @property
+    def fingerprint(self) -> str:
+        return str(self.attrs.get("fingerprint") or fingerprint_of(self.group))
+
+    def valid_indices(self, split: str | None = None) -> list[int]:
+        """Objects written completely (skipped ones excluded), optionally of one split."""
+        done = self.group["done"][:].astype(bool)
+        return [
+            i
+            for i in range(self.n_objects)
+            if done[i] and (split is None or self.splits[i] == split)
+        ]
+
+    def read(self, name: str, index: Any) -> np.ndarray:
+        """``array[name][index]`` with corrupt-chunk errors turned into StoreError."""
+        if name not in self.group:
+            raise StoreError(f"{self.path}: no array {name!r} in the render store")
+        return read_checked(self.group[name], index, self.path, name)

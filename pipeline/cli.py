@@ -1,0 +1,300 @@
+"""The ``fnerf-pipeline`` command line (click)."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("PYOPENGL_PLATFORM", "egl")
+os.environ.setdefault("HF_HUB_OFFLINE", os.environ.get("FNERF_HF_OFFLINE", "1"))
+os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+
+import functools  # noqa: E402
+from collections.abc import Callable  # noqa: E402
+from typing import Any  # noqa: E402
+
+import click  # noqa: E402
+
+from cache.zarr_io import StoreError  # noqa: E402
+from renderers.asset import AssetError  # noqa: E402
+from renderers.base import RendererUnavailable  # noqa: E402
+
+USER_ERRORS: tuple[type[Exception], ...] = (
+    AssetError,
+    StoreError,
+    RendererUnavailable,
+    KeyError,
+    ValueError,
+    FileNotFoundError,
+)
+
+
+def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Show known user-facing errors as one clear line (exit 2) instead of a traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except USER_ERRORS as exc:
+            message = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
+            raise click.ClickException(str(message)) from exc
+
+    return wrapper
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="fnerf-pipeline")
+def main() -> None:
+    """FeatureNeRF pipeline: render -> distill-cache -> train -> evaluate."""
+
+
+@main.command()
+@click.option(
+    "--category",
+    required=True,
+    help="chair, table, airplane, car, motorcycle, bottle or a ShapeNet synset id",
+)
+@click.option(
+    "--source",
+    type=click.Choice(["procedural", "shapenet"]),
+    default="procedural",
+    show_default=True,
+)
+@click.option(
+    "--objects",
+    type=int,
+    default=24,
+    show_default=True,
+    help="objects to render (procedural), or at most this many per split (shapenet)",
+)
+@click.option(
+    "--split-fractions",
+    default="0.7,0.1,0.2",
+    show_default=True,
+    help="train,val,test fractions for procedural objects",
+)
+@click.option("--shapenet-root", type=click.Path(), help="ShapeNetCore.v2 (or v1) folder")
+@click.option(
+    "--split",
+    "split_file",
+    type=click.Path(),
+    help="official FeatureNeRF split json or KeypointNet split txt",
+)
+@click.option(
+    "--renderer",
+    type=click.Choice(["pyrender", "raycast", "blenderproc"]),
+    default="pyrender",
+    show_default=True,
+)
+@click.option("--views", type=int, default=50, show_default=True)
+@click.option("--size", type=int, default=128, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option(
+    "--points",
+    "n_points",
+    type=int,
+    default=2048,
+    show_default=True,
+    help="labelled surface samples per object for the 3D tasks",
+)
+@click.option(
+    "--workers",
+    type=int,
+    default=1,
+    show_default=True,
+    help="local dask worker processes (1 = in this process)",
+)
+@click.option("--scheduler", help="address of a dask.distributed scheduler (overrides --workers)")
+@click.option(
+    "--on-error",
+    type=click.Choice(["fail", "skip"]),
+    default="fail",
+    show_default=True,
+    help="fail: non-zero exit on a bad model; skip: list and go on",
+)
+@click.option("--out", type=click.Path(), help="store path (default data/renders/<category>.zarr)")
+@click.option("--report-dir", type=click.Path(), help="default reports/render/<category>")
+@click.option("--overwrite", is_flag=True, help="start afresh even if the store could be resumed")
+@click.option(
+    "--if-stale",
+    type=click.Choice(["fail", "overwrite"]),
+    default="fail",
+    show_default=True,
+    help="what to do when the store was made with other settings",
+)
+@user_errors
+def render(split_fractions: str, **kwargs: Any) -> None:
+    """Render a 50-view dataset of one category into a Zarr render store."""
+    from pipeline.render_stage import RenderStageConfig, run_render_stage
+
+    fractions = tuple(float(x) for x in split_fractions.split(","))
+    if len(fractions) != 3:
+        raise click.BadParameter(
+            "expected three numbers: train,val,test", param_hint="--split-fractions"
+        )
+    cfg = RenderStageConfig(split_fractions=fractions, **kwargs)  # type: ignore[arg-type]
+    result = run_render_stage(cfg)
+    m = result.metrics
+    click.echo(
+        f"{m['objects']} objects, {m['views']} views -> {result.store} "
+        f"({m['views_per_s']:.1f} views/s); report {result.report}"
+    )
+    if result.failures:
+        for oid, reason in result.failures.items():
+            click.echo(
+                f"  {'skipped' if cfg.on_error == 'skip' else 'FAILED'} {oid}: {reason}", err=True
+            )
+        if cfg.on_error == "fail":
+            raise click.ClickException(
+                f"{len(result.failures)} object(s) failed (see {result.report}); fix them or "
+                "re-run with --on-error skip"
+            )
+
+
+
+
+def _parse_options(pairs: tuple[str, ...]) -> dict[str, Any]:
+    """``KEY=VALUE`` strings -> dict with YAML-typed values (ints, floats, lists, null...)."""
+    import yaml
+
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise click.BadParameter(f"expected KEY=VALUE, got {pair!r}", param_hint="--option")
+        key, value = pair.split("=", 1)
+        out[key.strip().replace("-", "_")] = yaml.safe_load(value)
+    return out
+
+
+@main.command("distill-cache")
+@click.option("--category", required=True)
+@click.option("--teacher", default="daisy", show_default=True, help="dino | ldm | daisy | oracle")
+@click.option("--renders", type=click.Path(), help="render store (default data/renders/<cat>.zarr)")
+@click.option("--out", type=click.Path(), help="default data/features/<teacher>/<category>.zarr")
+@click.option("--report-dir", type=click.Path())
+@click.option(
+    "--weights",
+    help="dino: local weights file (timm or original DINO .pth), "
+    "'random' for random init; default: the Hugging Face hub",
+)
+@click.option("--model-id", help="dino: timm model name; ldm: hub id or local diffusers folder")
+@click.option("--layer", type=int, help="dino: block index (default 9)")
+@click.option("--facet", type=click.Choice(["key", "query", "value", "token"]))
+@click.option("--input-size", type=int, help="teacher input resolution")
+@click.option("--timestep", type=int, help="ldm: noise timestep")
+@click.option("--prompt", help="ldm: prompt template, e.g. 'a photo of a {category}'")
+@click.option("--device", default=None, help="auto | cpu | cuda[:N]")
+@click.option("--dtype", type=click.Choice(["auto", "fp32", "fp16", "bf16"]))
+@click.option("--option", "extra", multiple=True, help="any other teacher option KEY=VALUE")
+@click.option("--batch-size", type=int, default=16, show_default=True)
+@click.option("--pca", type=int, help="keep D principal components (basis stored in the store)")
+@click.option("--workers", type=int, default=1, show_default=True)
+@click.option("--scheduler", help="dask.distributed scheduler address")
+@click.option(
+    "--if-stale", type=click.Choice(["fail", "overwrite"]), default="fail", show_default=True
+)
+@click.option("--overwrite", is_flag=True, help="recompute even if the store is up to date")
+@user_errors
+def distill_cache(
+    category: str,
+    teacher: str,
+    renders: str | None,
+    out: str | None,
+    report_dir: str | None,
+    extra: tuple[str, ...],
+    batch_size: int,
+    pca: int | None,
+    workers: int,
+    scheduler: str | None,
+    if_stale: str,
+    overwrite: bool,
+    **named: Any,
+) -> None:
+    """Run a teacher once over a render store into a chunked Zarr feature store."""
+    from pipeline.distill_stage import DistillStageConfig, cli_options, run_distill_stage
+
+    options = cli_options(teacher, {k: v for k, v in named.items() if v is not None})
+    options.update(_parse_options(extra))
+    cfg = DistillStageConfig(
+        category=category,
+        teacher=teacher,
+        teacher_options=options,
+        renders=renders,
+        out=out,
+        report_dir=report_dir,
+        batch_size=batch_size,
+        pca=pca,
+        workers=workers,
+        scheduler=scheduler,
+        if_stale=if_stale,
+        overwrite=overwrite,
+    )
+    m = run_distill_stage(cfg)
+    click.echo(
+        f"{m['objects']} objects ({m['objects_computed_now']} computed now, "
+        f"{m['images_per_s']:.1f} images/s) -> {cfg.out}; report {cfg.report_dir}"
+    )
+
+
+@main.command("train")
+@click.option("--category", required=True)
+@click.option(
+    "--teacher",
+    default="daisy",
+    show_default=True,
+    help="teacher whose feature store to distil; 'none' trains plain pixelNeRF",
+)
+@click.option("--name", help="run name (default <category>-<teacher>)")
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(exists=True),
+    help="YAML training config (a saved runs/<name>/config.yaml works)",
+)
+@click.option("--renders", type=click.Path())
+@click.option("--features", type=click.Path())
+@click.option("--steps", type=int)
+@click.option("--objects-per-step", type=int)
+@click.option("--rays", "rays_per_object", type=int, help="rays per object per step")
+@click.option("--lr", type=float)
+@click.option("--feature-weight", type=float)
+@click.option("--coord-weight", type=float)
+@click.option("--backbone", type=click.Choice(["resnet18", "resnet34"]))
+@click.option("--width", type=int)
+@click.option("--n-coarse", type=int)
+@click.option("--n-importance", type=int)
+@click.option("--n-depth", type=int)
+@click.option("--loader-workers", type=int)
+@click.option("--ckpt-every", type=int)
+@click.option("--device")
+@click.option("--seed", type=int)
+@click.option("--runs-dir", type=click.Path())
+@click.option(
+    "--pretrained/--no-pretrained",
+    "pretrained",
+    default=None,
+    help="ImageNet weights for the encoder (when they are available locally)",
+)
+@click.option("--resume/--no-resume", default=True, show_default=True)
+@user_errors
+def train_command(
+    category: str,
+    teacher: str,
+    name: str | None,
+    config_path: str | None,
+    resume: bool,
+    **overrides: Any,
+) -> None:
+    """Train FeatureNeRF (or pixelNeRF with --teacher none) from the caches."""
+    from pipeline.train_stage import build_train_config, run_train_stage
+
+    cfg = build_train_config(category, teacher, name, config_path, overrides)
+    summary = run_train_stage(cfg, resume=resume)
+    click.echo(
+        f"trained {cfg.name} to step {summary['steps']} ({summary['rays_per_s']:.0f} "
+        f"rays/s); checkpoint {summary['checkpoint']}"
+    )
+
+
+if __name__ == "__main__":
+    main()

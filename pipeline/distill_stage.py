@@ -1,0 +1,420 @@
+"""The distill-cache stage: run a teacher once over a render store into a feature store.
+
+In-process runs stream: a reader thread reads the next batch of views from the render store
+while the teacher computes, and a writer thread writes finished batches, so neither I/O side
+blocks the teacher. Batches span objects. ``--workers N`` / ``--scheduler`` instead run one dask
+task per object (each worker builds the teacher once).
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cache.feature_store import (
+    FeatureStore,
+    FeatureStoreWriter,
+    apply_pca,
+    fit_pca,
+)
+from cache.render_store import RenderStore
+from cache.zarr_io import StoreError
+from pipeline.executor import run_tasks
+from pipeline.report import HtmlReport, write_json
+from renderers.categories import resolve_category
+
+ORACLE_EXTRAS = ("part", "depth", "K", "c2w")
+
+
+@dataclass
+class DistillStageConfig:
+    """Settings of one distill-cache run."""
+
+    category: str
+    teacher: str = "daisy"
+    teacher_options: dict[str, Any] = field(default_factory=dict)
+    renders: str | None = None
+    out: str | None = None
+    report_dir: str | None = None
+    batch_size: int = 16
+    pca: int | None = None
+    pca_fit_views: int = 256
+    workers: int = 1
+    scheduler: str | None = None
+    if_stale: str = "fail"
+    overwrite: bool = False
+
+    def __post_init__(self) -> None:
+        self.category = resolve_category(self.category).name
+        self.renders = self.renders or f"data/renders/{self.category}.zarr"
+        self.out = self.out or f"data/features/{self.teacher}/{self.category}.zarr"
+        self.report_dir = self.report_dir or f"reports/distill-cache/{self.teacher}/{self.category}"
+
+
+# CLI option -> constructor argument, per teacher (None: not applicable)
+CLI_OPTION_NAMES: dict[str, dict[str, str]] = {
+    "dino": {
+        "weights": "weights",
+        "model_id": "model_name",
+        "layer": "layer",
+        "facet": "facet",
+        "input_size": "input_size",
+        "device": "device",
+        "dtype": "dtype",
+    },
+    "ldm": {
+        "model_id": "model",
+        "timestep": "timestep",
+        "prompt": "prompt_template",
+        "input_size": "input_size",
+        "device": "device",
+        "dtype": "dtype",
+    },
+    "daisy": {"input_size": "input_size"},
+    "oracle": {},
+}
+
+
+def cli_options(teacher: str, named: dict[str, Any]) -> dict[str, Any]:
+    """Translate the generic CLI options into ``teacher``'s constructor arguments."""
+    if teacher not in CLI_OPTION_NAMES:
+        raise ValueError(
+            f"unknown teacher {teacher!r}; choose one of {', '.join(CLI_OPTION_NAMES)}"
+        )
+    routes = CLI_OPTION_NAMES[teacher]
+    bad = sorted(k for k in named if k not in routes)
+    if bad:
+        flags = ", ".join("--" + k.replace("_", "-") for k in bad)
+        raise ValueError(f"{flags} do(es) not apply to the {teacher} teacher")
+    return {routes[k]: v for k, v in named.items()}
+
+
+_TEACHERS: dict[str, Any] = {}
+
+
+def get_teacher(name: str, options: dict[str, Any]):
+    """This process's teacher for (name, options), built once."""
+    from teachers.registry import build_teacher
+
+    key = repr((name, sorted(options.items())))
+    if key not in _TEACHERS:
+        _TEACHERS[key] = build_teacher(name, **options)
+    return _TEACHERS[key]
+
+
+def read_batch(store: RenderStore, pairs: list[tuple[int, int]], category: str, extras: bool):
+    """TeacherInput for (object, view) pairs (reads contiguous view ranges per object)."""
+    from teachers.base import TeacherInput
+
+    names = ("rgb", "alpha", *(ORACLE_EXTRAS if extras else ()))
+    parts: dict[str, list[np.ndarray]] = {n: [] for n in names}
+    for obj, views in _group_pairs(pairs):
+        sel = (obj, slice(views[0], views[-1] + 1))
+        for n in names:
+            parts[n].append(store.read(n, sel))
+    arrays = {n: np.concatenate(v) for n, v in parts.items()}
+    return TeacherInput(category=category, **arrays)
+
+
+def _group_pairs(pairs: list[tuple[int, int]]) -> list[tuple[int, list[int]]]:
+    """[(obj, view), ...] in order -> [(obj, [contiguous views]), ...]."""
+    groups: list[tuple[int, list[int]]] = []
+    for obj, view in pairs:
+        if groups and groups[-1][0] == obj and groups[-1][1][-1] == view - 1:
+            groups[-1][1].append(view)
+        else:
+            groups.append((obj, [view]))
+    return groups
+
+
+def prepare_store(cfg: DistillStageConfig, teacher, renders: RenderStore) -> FeatureStoreWriter:
+    """Create/resume the feature store, fitting the PCA basis first when asked."""
+    dim = cfg.pca or teacher.feature_dim
+    if cfg.pca and cfg.pca > teacher.feature_dim:
+        raise ValueError(f"--pca {cfg.pca} exceeds the teacher's {teacher.feature_dim} channels")
+    attrs = {
+        "identity": teacher.identity(),
+        "render_fingerprint": renders.fingerprint,
+        "render_store": str(cfg.renders),
+        "pca_dim": cfg.pca,
+        "category": cfg.category,
+        "teacher": cfg.teacher,
+        "object_ids": renders.object_ids,
+        "splits": renders.splits,
+        "background_zeroed": bool(getattr(teacher, "zero_bg", True)),
+        "teacher_dim": int(teacher.feature_dim),
+    }
+    writer = FeatureStoreWriter.create_or_resume(
+        cfg.out,
+        renders.n_objects,
+        renders.n_views,
+        tuple(teacher.grid),
+        dim,
+        attrs,
+        if_stale=cfg.if_stale,
+        overwrite=cfg.overwrite,
+    )
+    if cfg.pca and writer.pca() is None:
+        rng = np.random.default_rng(0)
+        valid = renders.valid_indices("train") or renders.valid_indices()
+        pairs = sorted(
+            {
+                (int(rng.choice(valid)), int(rng.integers(renders.n_views)))
+                for _ in range(cfg.pca_fit_views)
+            }
+        )
+        feats = [
+            teacher(
+                read_batch(
+                    renders, pairs[k : k + cfg.batch_size], cfg.category, cfg.teacher == "oracle"
+                )
+            )
+            for k in range(0, len(pairs), cfg.batch_size)
+        ]
+        sample = np.concatenate(feats).reshape(-1, teacher.feature_dim)
+        writer.set_pca(*fit_pca(sample, cfg.pca))
+    return writer
+
+
+def stream_objects(
+    cfg: DistillStageConfig,
+    teacher,
+    renders: RenderStore,
+    writer: FeatureStoreWriter,
+    objects: list[int],
+) -> dict[str, float]:
+    """In-process reader thread -> teacher -> writer thread over ``objects``; returns timings."""
+    from tqdm import tqdm
+
+    pairs = [(o, v) for o in objects for v in range(renders.n_views)]
+    batches = [pairs[k : k + cfg.batch_size] for k in range(0, len(pairs), cfg.batch_size)]
+    pca = writer.pca()
+    extras = cfg.teacher == "oracle"
+    to_teacher: queue.Queue = queue.Queue(maxsize=3)
+    to_writer: queue.Queue = queue.Queue(maxsize=3)
+    timings = {"read": 0.0, "teacher": 0.0, "write": 0.0, "bytes": 0.0}
+    errors: list[BaseException] = []
+
+    def reader() -> None:
+        try:
+            for batch in batches:
+                t0 = time.perf_counter()
+                item = (batch, read_batch(renders, batch, cfg.category, extras))
+                timings["read"] += time.perf_counter() - t0
+                to_teacher.put(item)
+        except BaseException as exc:  # surfaced in the main thread
+            errors.append(exc)
+        finally:
+            to_teacher.put(None)
+
+    def write() -> None:
+        remaining = {o: renders.n_views for o in objects}
+        try:
+            while (item := to_writer.get()) is not None:
+                batch, feat = item
+                t0 = time.perf_counter()
+                k = 0
+                for obj, views in _group_pairs(batch):
+                    writer.write_views(obj, np.asarray(views), feat[k : k + len(views)])
+                    k += len(views)
+                    remaining[obj] -= len(views)
+                    if remaining[obj] == 0:
+                        writer.mark_done(obj)
+                timings["write"] += time.perf_counter() - t0
+                timings["bytes"] += feat.size * 2
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [
+        threading.Thread(target=reader, daemon=True),
+        threading.Thread(target=write, daemon=True),
+    ]
+    for t in threads:
+        t.start()
+    bar = tqdm(total=len(pairs), desc=f"{cfg.teacher} {cfg.category}", unit="img")
+    try:
+        while (item := to_teacher.get()) is not None:
+            batch, inputs = item
+            t0 = time.perf_counter()
+            feat = teacher(inputs)
+            if pca is not None:
+                feat = apply_pca(feat, *pca)
+            timings["teacher"] += time.perf_counter() - t0
+            to_writer.put((batch, feat))
+            bar.update(len(batch))
+            if errors:
+                break
+    finally:
+        to_writer.put(None)
+        threads[1].join()
+        bar.close()
+    if errors:
+        raise errors[0]
+    return timings
+
+
+def distill_object_task(index: int, cfg: DistillStageConfig) -> dict:
+    """dask task: compute and write every view of one object (teacher built once per worker)."""
+    t0 = time.perf_counter()
+    try:
+        teacher = get_teacher(cfg.teacher, cfg.teacher_options)
+        renders = RenderStore(cfg.renders)
+        writer = FeatureStoreWriter(cfg.out)
+        timings = stream_objects(cfg, teacher, renders, writer, [index])
+        return {"index": index, "ok": True, "timings": timings, "wall": time.perf_counter() - t0}
+    except Exception as exc:
+        return {
+            "index": index,
+            "ok": False,
+            "error": f"{type(exc).__name__}: {exc}",
+            "wall": time.perf_counter() - t0,
+        }
+
+
+def run_distill_stage(cfg: DistillStageConfig) -> dict:
+    """Compute (or resume) the feature store, then write the report and metrics."""
+    t_start = time.perf_counter()
+    renders = RenderStore(cfg.renders)
+    missing = [n for n in ("rgb", "alpha") if n not in renders.group]
+    if missing:
+        raise StoreError(f"{cfg.renders}: render store lacks {missing}")
+    if renders.attrs.get("category") != cfg.category:
+        raise StoreError(
+            f"{cfg.renders} holds {renders.attrs.get('category')!r} renders, not {cfg.category!r}"
+        )
+    if cfg.teacher == "oracle" and "n_parts" not in cfg.teacher_options:
+        cfg.teacher_options["n_parts"] = max(1, len(renders.attrs.get("part_names", [])))
+    teacher = get_teacher(cfg.teacher, cfg.teacher_options)
+    writer = prepare_store(cfg, teacher, renders)
+    expected = renders.valid_indices()
+    done = writer.done_mask()
+    todo = [i for i in expected if not done[i]]
+    timings = {"read": 0.0, "teacher": 0.0, "write": 0.0, "bytes": 0.0}
+    failures: dict[str, str] = {}
+    t_run = time.perf_counter()
+    if cfg.workers > 1 or cfg.scheduler:
+        for r in run_tasks(
+            distill_object_task,
+            todo,
+            cfg,
+            workers=cfg.workers,
+            scheduler=cfg.scheduler,
+            desc=f"{cfg.teacher} {cfg.category}",
+        ):
+            if r["ok"]:
+                for k, v in r["timings"].items():
+                    timings[k] += v
+            else:
+                failures[renders.object_ids[r["index"]]] = r["error"]
+    elif todo:
+        timings = stream_objects(cfg, teacher, renders, writer, todo)
+    run_wall = time.perf_counter() - t_run
+    complete = writer.finalize(expected, {"failures": failures})
+    n_images = len(todo) * renders.n_views
+    store = FeatureStore(cfg.out) if complete else None
+    metrics = {
+        "teacher": cfg.teacher,
+        "category": cfg.category,
+        "objects": len(expected),
+        "objects_computed_now": len(todo) - len(failures),
+        "failures": len(failures),
+        "images": n_images,
+        "images_per_s": n_images / run_wall if n_images else 0.0,
+        "teacher_s": timings["teacher"],
+        "read_s": timings["read"],
+        "write_s": timings["write"],
+        "writer_mb_per_s": timings["bytes"] / 1e6 / timings["write"] if timings["write"] else 0.0,
+        "store_mb": _du(cfg.out) / 1e6,
+        "feature_dim": writer.group["feat"].shape[-1],
+        "grid": list(writer.group["feat"].shape[2:4]),
+        "stage_wall_s": time.perf_counter() - t_start,
+    }
+    if store is not None:
+        metrics.update(feature_stats(store, renders))
+    write_distill_report(cfg, metrics, failures, store, renders)
+    write_json(Path(cfg.report_dir) / "metrics.json", metrics)
+    if failures:
+        raise StoreError(
+            f"{len(failures)} object(s) failed: "
+            + "; ".join(f"{k}: {v}" for k, v in failures.items())
+        )
+    return metrics
+
+
+def _du(path: str | Path) -> int:
+    return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file())
+
+
+def feature_stats(store: FeatureStore, renders: RenderStore, n_objects: int = 4) -> dict:
+    """Norms of foreground features and the zero fraction over background cells."""
+    from teachers.base import alpha_to_grid
+
+    norms, bg_zero, bg_total = [], 0, 0
+    for i in renders.valid_indices()[:n_objects]:
+        feat = store.read(i).astype(np.float32)
+        fg = alpha_to_grid(renders.read("alpha", i), store.grid)
+        n = np.linalg.norm(feat, axis=-1)
+        norms.append(n[fg])
+        bg_zero += int((n[~fg] == 0).sum())
+        bg_total += int((~fg).sum())
+    allnorms = np.concatenate(norms) if norms else np.zeros(1)
+    return {
+        "fg_norm_mean": float(allnorms.mean()),
+        "fg_norm_std": float(allnorms.std()),
+        "bg_zero_fraction": bg_zero / bg_total if bg_total else 1.0,
+        "fg_zero_fraction": float((allnorms == 0).mean()),
+    }
+
+
+def pca_rgb(feats: np.ndarray) -> np.ndarray:
+    """(B, h, w, C) -> (B, h, w, 3) uint8 by a joint 3-component PCA of foreground cells."""
+    flat = feats.reshape(-1, feats.shape[-1]).astype(np.float64)
+    fg = np.abs(flat).sum(axis=1) > 0
+    out = np.zeros((len(flat), 3))
+    if fg.sum() > 3:
+        x = flat[fg] - flat[fg].mean(axis=0)
+        _, _, vt = np.linalg.svd(x, full_matrices=False)
+        y = x @ vt[:3].T
+        lo, hi = np.percentile(y, 2, axis=0), np.percentile(y, 98, axis=0)
+        out[fg] = np.clip((y - lo) / np.maximum(hi - lo, 1e-9), 0, 1)
+    return (out.reshape(*feats.shape[:-1], 3) * 255).astype(np.uint8)
+
+
+def write_distill_report(
+    cfg: DistillStageConfig,
+    metrics: dict,
+    failures: dict,
+    store: FeatureStore | None,
+    renders: RenderStore,
+) -> None:
+    report = HtmlReport(f"Distill-cache report: {cfg.teacher} on {cfg.category}")
+    if failures:
+        report.heading(f"Failures ({len(failures)})")
+        report.table(["object", "reason"], [[k, v] for k, v in failures.items()])
+    if store is not None:
+        report.heading("Input views and a PCA-to-RGB colouring of their teacher features")
+        size = renders.image_size
+        for i in renders.valid_indices()[:4]:
+            views = np.linspace(0, renders.n_views - 1, 4).astype(int)
+            feats = np.stack([store.read((i, int(v))) for v in views]).astype(np.float32)
+            colours = pca_rgb(feats)
+            for k, v in enumerate(views):
+                rep = size // colours.shape[1]
+                up = np.kron(colours[k], np.ones((rep, rep, 1), np.uint8))
+                pad = np.zeros((size, size, 3), np.uint8)
+                pad[: up.shape[0], : up.shape[1]] = up[:size, :size]
+                img = np.concatenate([renders.read("rgb", (i, int(v))), pad], axis=1)
+                report.image(img, f"{renders.object_ids[i]} view {v}", scale=2)
+    report.heading("Statistics")
+    report.table(["metric", "value"], [[k, v] for k, v in metrics.items()])
+    if store is not None:
+        report.heading("Teacher identity (the cache key)")
+        report.table(["key", "value"], [[k, str(v)] for k, v in store.attrs["identity"].items()])
+        report.paragraph(f"render store fingerprint: {store.attrs['render_fingerprint']}")
+    report.write(Path(cfg.report_dir) / "index.html")

@@ -1,0 +1,339 @@
+"""The render stage: build one job per object, render through dask, write the store + report."""
+
+from __future__ import annotations
+
+import time
+import traceback
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from cache.render_store import RenderStore, RenderStoreWriter, StoreLayout
+from cache.zarr_io import StoreError
+from pipeline.executor import run_tasks
+from pipeline.report import (
+    HtmlReport,
+    colorize_depth,
+    colorize_labels,
+    draw_points,
+    palette,
+    write_json,
+)
+from renderers.asset import AssetError
+from renderers.base import RendererUnavailable
+from renderers.cameras import CameraRig
+from renderers.categories import resolve_category
+from renderers.job import RenderJob, object_seed, run_job
+
+PIPELINE_VERSION = "0.1.0"
+
+
+@dataclass
+class RenderStageConfig:
+    """Settings of one render run (saved in the store's attrs and the report)."""
+
+    category: str
+    source: str = "procedural"
+    objects: int = 24
+    split_fractions: tuple[float, float, float] = (0.7, 0.1, 0.2)
+    shapenet_root: str | None = None
+    split_file: str | None = None
+    renderer: str = "pyrender"
+    views: int = 50
+    size: int = 128
+    seed: int = 0
+    n_points: int = 2048
+    workers: int = 1
+    scheduler: str | None = None
+    on_error: str = "fail"  # "fail" | "skip"
+    out: str | None = None
+    report_dir: str | None = None
+    overwrite: bool = False
+    if_stale: str = "fail"  # existing store with other settings: "fail" | "overwrite"
+    rig: CameraRig = field(default_factory=CameraRig)
+
+    def __post_init__(self) -> None:
+        self.category = resolve_category(self.category).name
+        self.rig = CameraRig(**{**asdict(self.rig), "image_size": self.size, "n_views": self.views})
+        if self.out is None:
+            suffix = "" if self.source == "procedural" else f"-{self.source}"
+            self.out = f"data/renders/{self.category}{suffix}.zarr"
+        if self.report_dir is None:
+            self.report_dir = f"reports/render/{self.category}"
+        if self.on_error not in ("fail", "skip"):
+            raise ValueError(f"--on-error must be 'fail' or 'skip', not {self.on_error!r}")
+
+    def store_config(self) -> dict:
+        """The settings that define the store's content (resume only if these match)."""
+        return {
+            "category": self.category,
+            "source": self.source,
+            "renderer": self.renderer,
+            "seed": self.seed,
+            "n_points": self.n_points,
+            "rig": asdict(self.rig),
+            "pipeline_version": PIPELINE_VERSION,
+        }
+
+
+@dataclass
+class PlannedObjects:
+    object_ids: list[str]
+    splits: list[str]
+    seeds: list[int]
+    errors: dict[str, str]  # object id -> reason, found while planning (missing models...)
+
+
+def split_assignment(n: int, fractions: tuple[float, float, float], seed: int) -> list[str]:
+    """Deterministically assign n objects to train/val/test in the given proportions."""
+    counts = np.floor(np.asarray(fractions) / sum(fractions) * n).astype(int)
+    counts[0] += n - counts.sum()
+    labels = np.repeat(np.array(["train", "val", "test"]), counts)
+    return list(np.random.default_rng(seed).permutation(labels))
+
+
+def plan_objects(cfg: RenderStageConfig) -> PlannedObjects:
+    """Choose the objects to render and their splits."""
+    if cfg.source == "procedural":
+        seeds = [cfg.seed * 100_000 + i for i in range(cfg.objects)]
+        ids = [f"proc-{cfg.category}-{s:06d}" for s in seeds]
+        return PlannedObjects(
+            ids, split_assignment(cfg.objects, cfg.split_fractions, cfg.seed), seeds, {}
+        )
+    if cfg.source == "shapenet":
+        from renderers.shapenet import select_models
+
+        if not cfg.shapenet_root:
+            raise AssetError("--source shapenet needs --shapenet-root PATH (ShapeNetCore.v2 or v1)")
+        synset = resolve_category(cfg.category).synset
+        selection = select_models(
+            cfg.shapenet_root, synset, split_file=cfg.split_file, split="all", n_objects=cfg.objects
+        )
+        errors = {
+            m: f"{m} ({split}): listed in {selection.source} but there is no model at "
+            f"{cfg.shapenet_root}/{synset}/{m}"
+            for m, split in selection.missing
+        }
+        ids = [m for m, _ in selection.models]
+        return PlannedObjects(ids, [s for _, s in selection.models], [0] * len(ids), errors)
+    raise ValueError(f"unknown --source {cfg.source!r}; choose procedural or shapenet")
+
+
+def render_task(job: RenderJob, store_path: str, renderer_name: str) -> dict:
+    """Render one object and write it; failures are returned, never raised."""
+    from renderers.registry import get_renderer
+
+    t0 = time.perf_counter()
+    try:
+        renderer = get_renderer(renderer_name)
+        obj = run_job(job, renderer)
+        t1 = time.perf_counter()
+        RenderStoreWriter(store_path).write_object(job.index, obj)
+        timings = {**obj.timings, "write": time.perf_counter() - t1}
+        return {
+            "index": job.index,
+            "object_id": job.object_id,
+            "ok": True,
+            "timings": timings,
+            "renderer": renderer.version(),
+            "wall": time.perf_counter() - t0,
+        }
+    except (AssetError, RendererUnavailable, StoreError) as exc:
+        reason = str(exc)
+    except Exception as exc:  # unexpected: keep the object id and the last frame for the user
+        frame = traceback.extract_tb(exc.__traceback__)[-1]
+        reason = f"{type(exc).__name__}: {exc} (at {Path(frame.filename).name}:{frame.lineno})"
+    return {
+        "index": job.index,
+        "object_id": job.object_id,
+        "ok": False,
+        "error": reason,
+        "wall": time.perf_counter() - t0,
+    }
+
+
+@dataclass
+class RenderStageResult:
+    metrics: dict
+    failures: dict[str, str]
+    store: str
+    report: str
+
+    @property
+    def ok(self) -> bool:
+        return self.metrics["failures"] == 0 or self.metrics["on_error"] == "skip"
+
+
+def run_render_stage(cfg: RenderStageConfig) -> RenderStageResult:
+    """Render every planned object into the store (resuming), then write report + metrics."""
+    category = resolve_category(cfg.category)
+    t_start = time.perf_counter()
+    plan = plan_objects(cfg)
+    if not plan.object_ids:
+        raise AssetError(f"no {cfg.category} objects selected; check --objects / --split")
+    n_kp = max(1, len(category.keypoint_names))
+    layout = StoreLayout(len(plan.object_ids), cfg.views, cfg.size, n_kp, cfg.n_points)
+    attrs = {
+        "category": category.name,
+        "synset": category.synset,
+        "source": cfg.source,
+        "object_ids": plan.object_ids,
+        "splits": plan.splits,
+        "seeds": plan.seeds,
+        "part_names": list(category.part_names),
+        "keypoint_names": list(category.keypoint_names),
+        "camera": {
+            "distance": cfg.rig.distance,
+            "fov_deg": cfg.rig.fov_deg,
+            "min_elevation_deg": cfg.rig.min_elevation_deg,
+            "max_elevation_deg": cfg.rig.max_elevation_deg,
+            "near": 0.8,
+            "far": 1.8,
+            "convention": "opencv c2w, pixel centres +0.5",
+        },
+        "background": [0, 0, 0],
+        "depth": "z-depth in the camera frame, 0 = empty",
+        "pipeline_version": PIPELINE_VERSION,
+        "config": cfg.store_config(),
+    }
+    writer = RenderStoreWriter.create_or_resume(
+        cfg.out, layout, attrs, overwrite=cfg.overwrite, if_stale=cfg.if_stale
+    )
+    done = writer.done_mask()
+    jobs = [
+        RenderJob(
+            index=i,
+            category=category.name,
+            object_id=oid,
+            split=split,
+            source=cfg.source,
+            seed=seed,
+            camera_seed=object_seed(cfg.seed, category.name, oid),
+            rig=cfg.rig,
+            n_keypoint_slots=n_kp,
+            n_points=cfg.n_points,
+            shapenet_root=cfg.shapenet_root,
+            synset=category.synset,
+        )
+        for i, (oid, split, seed) in enumerate(
+            zip(plan.object_ids, plan.splits, plan.seeds, strict=True)
+        )
+        if not done[i] and oid not in plan.errors
+    ]
+    results = list(
+        run_tasks(
+            render_task,
+            jobs,
+            str(cfg.out),
+            cfg.renderer,
+            workers=cfg.workers,
+            scheduler=cfg.scheduler,
+            desc=f"render {category.name}",
+        )
+    )
+    failures = {**plan.errors, **{r["object_id"]: r["error"] for r in results if not r["ok"]}}
+    ok = [r for r in results if r["ok"]]
+    skipped = failures if cfg.on_error == "skip" else {}
+    renderer_version = ok[0]["renderer"] if ok else writer.group.attrs.get("renderer", cfg.renderer)
+    fingerprint = writer.finalize(
+        {"renderer": renderer_version, "skipped": skipped, "failures": failures}
+    )
+    wall = time.perf_counter() - t_start
+    metrics = stage_metrics(cfg, results, failures, int(done.sum()), wall)
+    metrics["fingerprint"] = fingerprint
+    report_path = Path(cfg.report_dir) / "index.html"
+    write_render_report(cfg, report_path, metrics, failures)
+    write_json(Path(cfg.report_dir) / "metrics.json", metrics)
+    return RenderStageResult(metrics, failures, str(cfg.out), str(report_path))
+
+
+def stage_metrics(
+    cfg: RenderStageConfig, results: list[dict], failures: dict, resumed: int, wall: float
+) -> dict:
+    ok = [r for r in results if r["ok"]]
+    busy = sum(r["wall"] for r in ok)
+    shares: dict[str, float] = {}
+    for r in ok:
+        for k, v in r["timings"].items():
+            shares[k] = shares.get(k, 0.0) + v
+    total = sum(v for k, v in shares.items() if "." not in k) or 1.0  # "render.x" are sub-parts
+    return {
+        "category": cfg.category,
+        "renderer": cfg.renderer,
+        "objects": len(ok) + resumed,
+        "objects_rendered_now": len(ok),
+        "objects_resumed": resumed,
+        "failures": len(failures),
+        "on_error": cfg.on_error,
+        "views": (len(ok) + resumed) * cfg.views,
+        "views_per_s": (len(ok) * cfg.views / busy) if busy else 0.0,
+        "stage_wall_s": wall,
+        "workers": cfg.workers,
+        "time_share": {k: v / total for k, v in shares.items()},
+    }
+
+
+def write_render_report(
+    cfg: RenderStageConfig,
+    path: Path,
+    metrics: dict,
+    failures: dict[str, str],
+    n_objects: int = 4,
+    n_views: int = 4,
+) -> None:
+    """Contact sheet (RGB, depth, parts, keypoints) for a few objects and views, then tables."""
+    report = HtmlReport(f"Render report: {cfg.category} ({cfg.source}, {cfg.renderer})")
+    store = RenderStore(cfg.out, allow_incomplete=True)
+    if failures:
+        report.heading(f"Failures ({len(failures)})")
+        report.table(["object", "reason"], [[k, v] for k, v in failures.items()])
+    report.heading("Contact sheet: RGB | depth | part labels | keypoints (visible)")
+    part_names = store.attrs.get("part_names", [])
+    kp_names = store.attrs.get("keypoint_names", [])
+    kp_colors = palette(max(len(kp_names), 1), seed=3)
+    picks = store.valid_indices()[:n_objects]
+    for i in picks:
+        views = np.linspace(0, store.n_views - 1, n_views).astype(int)
+        for v in views:
+            rgb = store.read("rgb", (i, v))
+            depth = store.read("depth", (i, v))
+            part = store.read("part", (i, v))
+            vis = store.read("kp_visible", (i, v))
+            uv = store.read("kp2d", (i, v))[vis]
+            ids = store.read("kp_id", i)[vis]
+            row = np.concatenate(
+                [
+                    np.kron(rgb, np.ones((2, 2, 1), np.uint8)),
+                    np.kron(colorize_depth(depth), np.ones((2, 2, 1), np.uint8)),
+                    np.kron(colorize_labels(part, len(part_names)), np.ones((2, 2, 1), np.uint8)),
+                    draw_points(rgb, uv, kp_colors[np.clip(ids, 0, len(kp_colors) - 1)]),
+                ],
+                axis=1,
+            )
+            report.image(row, f"{store.object_ids[i]} ({store.splits[i]}) view {v}")
+    if part_names:
+        swatches = colorize_labels(
+            np.arange(len(part_names))[None].repeat(12, 0).repeat(24, 1), len(part_names)
+        )
+        report.image(swatches, "part colours: " + ", ".join(part_names))
+    report.heading("Counts and timings")
+    rows = [[k, v] for k, v in metrics.items() if not isinstance(v, dict)]
+    rows += [[f"time share: {k}", v] for k, v in metrics.get("time_share", {}).items()]
+    report.table(["metric", "value"], rows)
+    splits = store.splits
+    report.table(["split", "objects"], [[s, splits.count(s)] for s in ("train", "val", "test")])
+    report.heading("Store")
+    report.table(
+        ["key", "value"],
+        [
+            ["path", cfg.out],
+            ["arrays", ", ".join(sorted(store.group.array_keys()))],
+            ["views x size", f"{store.n_views} x {store.image_size}"],
+            ["renderer", str(store.attrs.get("renderer"))],
+            ["camera", str(store.attrs.get("camera"))],
+            ["keypoints", ", ".join(kp_names)],
+            ["fingerprint", str(metrics.get("fingerprint"))],
+        ],
+    )
+    report.write(path)

@@ -1,0 +1,184 @@
+"""One render job per object (kubric style): everything needed to render it, seeds included."""
+
+from __future__ import annotations
+
+import time
+import zlib
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import trimesh
+
+from renderers.asset import AssetError, ShapeAsset
+from renderers.base import RenderedViews, Renderer
+from renderers.cameras import (
+    CameraRig,
+    fixed_eval_poses,
+    intrinsics,
+    project,
+    random_hemisphere_poses,
+)
+from renderers.raycast import first_hit_distance, ray_intersector
+
+KEYPOINT_VISIBILITY_EPS = 2e-3  # object units (unit bbox diagonal)
+
+
+def object_seed(base_seed: int, category: str, key: str) -> int:
+    """Deterministic 31-bit seed for one object from the run seed, category and object key."""
+    seq = np.random.SeedSequence(
+        [base_seed, zlib.crc32(category.encode()), zlib.crc32(key.encode())]
+    )
+    return int(seq.generate_state(1)[0] & 0x7FFFFFFF)
+
+
+@dataclass
+class RenderJob:
+    """Everything needed to render one object; picklable, so it can travel to dask workers."""
+
+    index: int
+    category: str
+    object_id: str
+    split: str
+    source: str  # "procedural" | "shapenet"
+    seed: int  # shape seed (procedural) and base of the camera seed
+    camera_seed: int
+    rig: CameraRig = field(default_factory=CameraRig)
+    n_keypoint_slots: int = 1
+    n_points: int = 2048
+    shapenet_root: str | None = None
+    synset: str | None = None
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["rig"] = self.rig.to_dict()
+        return d
+
+
+@dataclass
+class RenderedObject:
+    """All per-object arrays of the render store (see docs/contracts.md, section 1)."""
+
+    job: RenderJob
+    views: RenderedViews
+    K: np.ndarray  # (V, 3, 3) float32
+    c2w: np.ndarray  # (V, 4, 4) float32
+    kp3d: np.ndarray  # (P, 3) float32, slot = semantic id
+    kp_id: np.ndarray  # (P,) int32, -1 = absent
+    kp2d: np.ndarray  # (V, P, 2) float32 pixel coordinates
+    kp_visible: np.ndarray  # (V, P) bool, depth-tested
+    points: np.ndarray  # (S, 3) float32 surface samples
+    point_part: np.ndarray  # (S,) int16
+    meta: dict
+    timings: dict
+
+
+def load_asset(job: RenderJob) -> ShapeAsset:
+    """Build (procedural) or load (ShapeNet) the job's shape."""
+    if job.source == "procedural":
+        from renderers.procedural import generate
+
+        return generate(job.category, job.seed)
+    if job.source == "shapenet":
+        from renderers.shapenet import load_model
+
+        return load_model(job.shapenet_root, job.synset, job.object_id)
+    raise AssetError(f"{job.object_id}: unknown source {job.source!r} (procedural | shapenet)")
+
+
+def camera_poses(job: RenderJob) -> np.ndarray:
+    """(V, 4, 4) c2w: seeded random hemisphere poses for train, the fixed set otherwise."""
+    if job.split == "train":
+        return random_hemisphere_poses(job.rig, job.camera_seed)
+    return fixed_eval_poses(job.rig)
+
+
+def keypoint_slots(asset: ShapeAsset, n_slots: int) -> tuple[np.ndarray, np.ndarray]:
+    """Scatter keypoints into fixed slots indexed by semantic id.
+
+    Returns:
+        kp3d: (P, 3) float32 (zeros where absent), kp_id: (P,) int32 (-1 where absent).
+    """
+    kp3d = np.zeros((n_slots, 3), np.float32)
+    kp_id = np.full(n_slots, -1, np.int32)
+    for xyz, sid in zip(asset.keypoints, asset.keypoint_ids, strict=True):
+        if not 0 <= sid < n_slots:
+            raise AssetError(
+                f"{asset.category}/{asset.object_id}: keypoint id {sid} outside 0..{n_slots - 1}"
+            )
+        kp3d[sid], kp_id[sid] = xyz, sid
+    return kp3d, kp_id
+
+
+def project_keypoints(
+    mesh: trimesh.Trimesh,
+    kp3d: np.ndarray,
+    kp_id: np.ndarray,
+    K: np.ndarray,
+    c2w: np.ndarray,
+    size: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Project keypoints into every view with a ray-cast occlusion test.
+
+    Returns:
+        kp2d: (V, P, 2) float32 pixel coords, kp_visible: (V, P) bool (in image, unoccluded).
+    """
+    n_views, n_slots = len(c2w), len(kp3d)
+    kp2d = np.zeros((n_views, n_slots, 2), np.float32)
+    visible = np.zeros((n_views, n_slots), bool)
+    present = kp_id >= 0
+    if not present.any():
+        return kp2d, visible
+    intersector = ray_intersector(mesh)
+    pts = kp3d[present].astype(np.float64)
+    for v in range(n_views):
+        uv, z = project(pts, K, c2w[v])
+        kp2d[v, present] = uv
+        eye = np.broadcast_to(c2w[v][:3, 3], pts.shape)
+        dist = np.linalg.norm(pts - eye, axis=-1)
+        hit = first_hit_distance(intersector, eye.copy(), pts)
+        inside = (uv[:, 0] >= 0) & (uv[:, 0] < size) & (uv[:, 1] >= 0) & (uv[:, 1] < size)
+        visible[v, present] = inside & (z > 0) & (hit >= dist - KEYPOINT_VISIBILITY_EPS)
+    return kp2d, visible
+
+
+def sample_surface(asset: ShapeAsset, n_points: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Area-uniform surface samples with their part labels: (S, 3) float32, (S,) int16."""
+    points, face_index = trimesh.sample.sample_surface(asset.mesh, n_points, seed=seed)
+    return points.astype(np.float32), asset.face_part[face_index].astype(np.int16)
+
+
+def run_job(job: RenderJob, renderer: Renderer) -> RenderedObject:
+    """Load/build the asset, render all views and compute keypoints and surface samples."""
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    asset = load_asset(job)
+    timings["load"] = time.perf_counter() - t0
+    K = intrinsics(job.rig.image_size, job.rig.fov_deg)
+    c2w = camera_poses(job)
+    t0 = time.perf_counter()
+    views = renderer.render(asset, K, c2w, job.rig.image_size)
+    timings["render"] = time.perf_counter() - t0
+    for name, value in getattr(renderer, "last_timings", {}).items():
+        timings[f"render.{name}"] = value
+    t0 = time.perf_counter()
+    kp3d, kp_id = keypoint_slots(asset, job.n_keypoint_slots)
+    kp2d, kp_visible = project_keypoints(asset.mesh, kp3d, kp_id, K, c2w, job.rig.image_size)
+    timings["keypoints"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    points, point_part = sample_surface(asset, job.n_points, job.seed)
+    timings["points"] = time.perf_counter() - t0
+    n_views = len(c2w)
+    return RenderedObject(
+        job=job,
+        views=views,
+        K=np.broadcast_to(K, (n_views, 3, 3)).astype(np.float32),
+        c2w=c2w.astype(np.float32),
+        kp3d=kp3d,
+        kp_id=kp_id,
+        kp2d=kp2d,
+        kp_visible=kp_visible,
+        points=points,
+        point_part=point_part,
+        meta=asset.meta,
+        timings=timings,
+    )

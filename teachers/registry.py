@@ -1,0 +1,68 @@
+"""Teacher registry: build teachers by name and key caches by their identity dict.
+
+A teacher is identified by its identity dict alone (f3rm-style): two teachers with equal
+identities produce the same features, so ``teacher_key(teacher.identity())`` names its cache.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+from typing import Any
+
+from teachers.base import Teacher, TeacherError
+
+#: name -> (module:class, one-line description)
+_CLASSES: dict[str, tuple[str, str]] = {
+    "dino": (
+        "teachers.dino:DinoTeacher",
+        "DINO ViT-S/8 block-9 keys at 256 px -> 32x32x384 (timm; weights from the hub or a file)",
+    ),
+    "ldm": (
+        "teachers.ldm:LdmTeacher",
+        "Stable Diffusion UNet up_blocks[2]+[3] at t=100 -> 960 channels (diffusers)",
+    ),
+    "daisy": (
+        "teachers.daisy:DaisyTeacher",
+        "dense DAISY + Lab colour descriptors, no weights, fast on CPU (CI default)",
+    ),
+    "oracle": (
+        "teachers.oracle:OracleTeacher",
+        "ground-truth part one-hot + object-frame xyz per cell (diagnostic upper bound)",
+    ),
+}
+
+TEACHERS: dict[str, str] = {name: desc for name, (_, desc) in _CLASSES.items()}
+
+
+def teacher_class(name: str) -> type[Teacher]:
+    """The Teacher subclass registered as ``name``."""
+    if name not in _CLASSES:
+        valid = ", ".join(sorted(_CLASSES))
+        raise TeacherError(f"unknown teacher {name!r}; valid names: {valid}")
+    module, cls = _CLASSES[name][0].split(":")
+    return getattr(importlib.import_module(module), cls)
+
+
+def build_teacher(name: str, **options: Any) -> Teacher:
+    """Instantiate teacher ``name`` with keyword ``options`` (see each class's Args)."""
+    cls = teacher_class(name)
+    try:
+        return cls(**options)
+    except TypeError as err:
+        raise TeacherError(f"bad options for teacher {name!r}: {err}") from err
+
+
+def canonical_json(identity: dict[str, Any]) -> str:
+    """Sorted-key, compact JSON of an identity dict (tuples become lists)."""
+    try:
+        return json.dumps(identity, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    except TypeError as err:
+        raise TeacherError(f"teacher identity is not plain JSON data: {err}") from err
+
+
+def teacher_key(identity: dict[str, Any], length: int = 12) -> str:
+    """Short stable cache key ``<name>-<sha256 of canonical JSON>[:length]``."""
+    digest = hashlib.sha256(canonical_json(identity).encode("utf-8")).hexdigest()[:length]
+    return f"{identity.get('name', 'teacher')}-{digest}"

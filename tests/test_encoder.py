@@ -1,0 +1,119 @@
+"""Multi-scale ResNet encoder and pixel-aligned index()."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+import torchvision
+
+from train.encoder import ResNetEncoder, index, normalize_images
+
+
+@pytest.fixture
+def empty_hub(tmp_path):
+    old = torch.hub.get_dir()
+    torch.hub.set_dir(str(tmp_path / "hub"))
+    yield tmp_path / "hub"
+    torch.hub.set_dir(old)
+
+
+def test_output_shape_and_channels(empty_hub):
+    enc = ResNetEncoder("resnet18", pretrained=False).eval()
+    assert enc.weights_source == "random-init" and enc.latent_dim == 512
+    with torch.no_grad():
+        lat = enc(torch.rand(2, 3, 64, 48))
+    assert lat.shape == (2, 512, 32, 24)
+    enc3 = ResNetEncoder("resnet18", pretrained=False, num_layers=3)
+    assert enc3.latent_dim == 64 + 64 + 128
+
+
+def test_resnet34_default_is_512_channels_without_layer4(empty_hub):
+    with pytest.warns(UserWarning, match="random init"):
+        enc = ResNetEncoder("resnet34", pretrained=True)
+    assert enc.weights_source == "random-init" and enc.weights_path is None
+    assert enc.latent_dim == 512
+    assert not any(n.startswith(("layer4", "fc")) for n, _ in enc.named_parameters())
+    assert len(enc.layers) == 3 and len(enc.layers[2]) == 6  # resnet34 layer3 has 6 blocks
+
+
+def test_imagenet_weights_loaded_from_local_cache(empty_hub):
+    src = torchvision.models.resnet18(weights=None)
+    path = (
+        empty_hub
+        / "checkpoints"
+        / os.path.basename(torchvision.models.ResNet18_Weights.DEFAULT.url)
+    )
+    path.parent.mkdir(parents=True)
+    torch.save(src.state_dict(), path)
+    enc = ResNetEncoder("resnet18", pretrained=True)
+    assert enc.weights_source == "imagenet" and enc.weights_path == str(path)
+    assert torch.equal(enc.conv1.weight, src.conv1.weight)
+    assert torch.equal(enc.layers[2][1].conv2.weight, src.layer3[1].conv2.weight)
+
+
+def test_multiscale_matches_manual_pipeline(empty_hub):
+    enc = ResNetEncoder("resnet18", pretrained=False).eval()
+    img = torch.rand(1, 3, 32, 32)
+    with torch.no_grad():
+        lat = enc(img)
+        x = enc.relu(enc.bn1(enc.conv1(img * 2 - 1)))
+        l1 = enc.layers[0](enc.maxpool(x))
+        l3 = enc.layers[2](enc.layers[1](l1))
+    torch.testing.assert_close(lat[:, :64], x)
+    up = torch.nn.functional.interpolate(l3, size=(16, 16), mode="bilinear", align_corners=True)
+    torch.testing.assert_close(lat[:, 256:], up)
+    # corners of an align_corners=True upsampling are the source corners
+    torch.testing.assert_close(lat[:, 64:128, 0, 0], l1[:, :, 0, 0])
+    torch.testing.assert_close(lat[:, 64:128, -1, -1], l1[:, :, -1, -1])
+
+
+def test_normalize_images():
+    x = torch.tensor([0.0, 0.5, 1.0])
+    assert torch.equal(normalize_images(x), torch.tensor([-1.0, 0.0, 1.0]))
+
+
+def test_index_exact_at_pixel_centres_same_resolution():
+    lat = torch.randn(2, 5, 6, 7)
+    ys, xs = torch.meshgrid(torch.arange(6), torch.arange(7), indexing="ij")
+    uv = torch.stack([xs, ys], -1).reshape(1, -1, 2).float().expand(2, -1, -1) + 0.5
+    out = index(lat, uv, (6, 7))
+    assert out.shape == (2, 42, 5)
+    torch.testing.assert_close(out, lat.flatten(2).transpose(1, 2))
+
+
+def test_index_half_resolution_reads_conv1_receptive_field_centres():
+    lat = torch.randn(1, 3, 8, 8)  # H/2 latent of a 16x16 image
+    k = torch.arange(8)
+    uv = torch.stack([2 * k, 2 * k], -1)[None].float() + 0.5  # centre of pixel (2k, 2k)
+    torch.testing.assert_close(index(lat, uv, (16, 16)), lat[0, :, k, k].T[None])
+
+
+def test_index_linear_map_and_border_padding():
+    h, w, H, W = 8, 10, 16, 20
+    ys, xs = torch.meshgrid(torch.arange(h).float(), torch.arange(w).float(), indexing="ij")
+    lat = torch.stack([xs, ys, 3 * xs - 2 * ys + 1])[None]  # linear in cell index
+    g = torch.Generator().manual_seed(0)
+    # inside the span of latent cell centres: uv in [0.5, (w - 1) * W / w + 0.5]
+    span = torch.tensor([(w - 1) * W / w, (h - 1) * H / h])
+    uv = torch.rand(1, 100, 2, generator=g) * span + 0.5
+    out = index(lat, uv, (H, W))
+    pos = (uv - 0.5) * torch.tensor([w / W, h / H])
+    ref = torch.stack([pos[..., 0], pos[..., 1], 3 * pos[..., 0] - 2 * pos[..., 1] + 1], -1)
+    torch.testing.assert_close(out, ref, atol=1e-4, rtol=1e-4)
+    # far outside the image: border value
+    far = index(lat, torch.tensor([[[-50.0, -50.0], [500.0, 500.0]]]), (H, W))
+    torch.testing.assert_close(far[0, :, :2], torch.tensor([[0.0, 0.0], [w - 1.0, h - 1.0]]))
+
+
+def test_index_matches_pixelnerf_formula():
+    """Official: grid = uv_off * (w/(w-1)*2)/W - 1 with integer-centred uv_off = uv - 0.5."""
+    lat = torch.randn(1, 4, 64, 64)
+    uv = torch.rand(1, 50, 2) * 128
+    uv_off = uv - 0.5
+    scale = torch.tensor([64 / 63 * 2.0] * 2) / 128
+    grid = (uv_off * scale - 1.0)[:, :, None]
+    ref = torch.nn.functional.grid_sample(lat, grid, align_corners=True, padding_mode="border")
+    out = index(lat, uv, (128, 128))
+    torch.testing.assert_close(out, ref[..., 0].transpose(1, 2), atol=1e-4, rtol=1e-4)

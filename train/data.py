@@ -1,0 +1,181 @@
+"""Streaming training batches from the render and feature stores.
+
+Per step and object: ``n_input`` random input views, ``n_target_views`` other random views, and
+``rays`` random pixels among those target views (inside the alpha bounding box while
+``use_bbox``). Only the chunks of the chosen views are read; stores are opened lazily inside each
+DataLoader worker (spawn context, no dask in workers). Every random choice comes from
+``(seed, step, slot)``, so a resumed run sees exactly the batches it would have seen.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from cache.feature_store import FeatureStore
+from cache.render_store import RenderStore
+from train.losses import sample_feature_targets
+from train.rays import bbox_pixel_sampler, pixel_centers, pixel_rays
+
+
+@dataclass
+class DataConfig:
+    """Where the caches are and how each step samples them."""
+
+    renders: str = "data/renders/chair.zarr"
+    features: str | None = "data/features/daisy/chair.zarr"
+    split: str = "train"
+    objects_per_step: int = 4
+    rays_per_object: int = 128
+    n_input: int = 1
+    n_target_views: int = 4
+    bbox_until_step: int = 100_000
+    num_workers: int = 0
+    coord_target: str = "surface"  # "surface" (depth back-projection) | "self" (official)
+
+
+@dataclass(frozen=True)
+class ItemKey:
+    """One object of one step; all randomness of the item derives from these fields.
+
+    ``position`` indexes the dataset's object list (not the store).
+    """
+
+    position: int
+    seed: int
+    step: int
+    slot: int
+    use_bbox: bool
+
+
+class RayBatchDataset(Dataset):
+    """Map-style dataset over ``ItemKey`` (see :class:`StepSampler`)."""
+
+    def __init__(self, cfg: DataConfig, object_indices: list[int] | None = None):
+        self.cfg = cfg
+        store = RenderStore(cfg.renders)  # validated once here; reopened lazily in workers
+        self.objects = object_indices or store.valid_indices(cfg.split)
+        if not self.objects:
+            raise ValueError(f"{cfg.renders}: no complete {cfg.split!r} objects to train on")
+        self.n_views, self.image_size = store.n_views, store.image_size
+        self.render_fingerprint = store.fingerprint
+        if cfg.features:
+            feats = FeatureStore(cfg.features, render_fingerprint=store.fingerprint)
+            self.feature_dim = feats.dim
+            self.teacher_identity = feats.attrs.get("identity")
+        else:
+            self.feature_dim, self.teacher_identity = 0, None
+        self._renders: RenderStore | None = None
+        self._features: FeatureStore | None = None
+
+    def __len__(self) -> int:
+        return len(self.objects)
+
+    def _open(self) -> tuple[RenderStore, FeatureStore | None]:
+        if self._renders is None:
+            self._renders = RenderStore(self.cfg.renders)
+            if self.cfg.features:
+                self._features = FeatureStore(self.cfg.features)
+        return self._renders, self._features
+
+    def __getitem__(self, key: ItemKey) -> dict[str, torch.Tensor]:
+        renders, features = self._open()
+        cfg, obj = self.cfg, self.objects[key.position]
+        rng = np.random.default_rng([key.seed, key.step, key.slot])
+        views = rng.choice(self.n_views, cfg.n_input + cfg.n_target_views, replace=False)
+        inputs, targets = np.sort(views[: cfg.n_input]), np.sort(views[cfg.n_input :])
+        K = torch.from_numpy(renders.read("K", obj)).float()
+        c2w = torch.from_numpy(renders.read("c2w", obj)).float()
+        rgb_in = np.stack([renders.read("rgb", (obj, int(v))) for v in inputs])
+        rgb_t = np.stack([renders.read("rgb", (obj, int(v))) for v in targets])
+        alpha_t = np.stack([renders.read("alpha", (obj, int(v))) for v in targets])
+        depth_t = np.stack([renders.read("depth", (obj, int(v))) for v in targets])
+
+        gen = torch.Generator().manual_seed(int(rng.integers(2**62)))
+        per_view = -(-cfg.rays_per_object // len(targets))
+        idx = bbox_pixel_sampler(torch.from_numpy(alpha_t > 0), per_view, key.use_bbox, gen)
+        uv = pixel_centers(idx)  # (T, r, 2)
+        origins, dirs = pixel_rays(K[targets], c2w[targets], uv)
+        xs, ys = idx[..., 0], idx[..., 1]
+        t_index = torch.arange(len(targets))[:, None].expand_as(xs)
+        rgb = torch.from_numpy(rgb_t)[t_index, ys, xs].float() / 255.0
+        depth = torch.from_numpy(depth_t)[t_index, ys, xs]
+        # surface point from z-depth: along the unit ray, distance = z / (dir . camera z axis)
+        cam_z = c2w[targets][:, None, :3, 2].expand_as(dirs)
+        dist = depth / (dirs * cam_z).sum(-1).clamp_min(1e-6)
+        item = {
+            "images": torch.from_numpy(rgb_in).permute(0, 3, 1, 2).float() / 255.0,
+            "K_in": K[inputs], "c2w_in": c2w[inputs],
+            "origins": origins.reshape(-1, 3)[: cfg.rays_per_object],
+            "dirs": dirs.reshape(-1, 3)[: cfg.rays_per_object],
+            "rgb": rgb.reshape(-1, 3)[: cfg.rays_per_object],
+            "coord": (origins + dirs * dist[..., None]).reshape(-1, 3)[: cfg.rays_per_object],
+            "fg": (depth > 0).reshape(-1)[: cfg.rays_per_object],
+        }
+        if features is not None:
+            fmap = np.stack([features.read((obj, int(v))) for v in targets])
+            feat = sample_feature_targets(torch.from_numpy(fmap), uv, (self.image_size,) * 2)
+            item["feature"] = feat.reshape(-1, feat.shape[-1])[: cfg.rays_per_object]
+        return item
+
+
+class StepSampler(torch.utils.data.Sampler):
+    """Yields, for steps ``start..end-1``, the batch of ``ItemKey`` of each step.
+
+    Objects are drawn without replacement within a step; ``rank``/``world`` give each DDP
+    process its own objects.
+    """
+
+    def __init__(self, n_objects: int, cfg: DataConfig, seed: int, start: int, end: int,
+                 rank: int = 0, world: int = 1):
+        self.n, self.cfg, self.seed = n_objects, cfg, seed
+        self.start, self.end, self.rank, self.world = start, end, rank, world
+
+    def __len__(self) -> int:
+        return max(0, self.end - self.start)
+
+    def batch(self, step: int) -> list[ItemKey]:
+        rng = np.random.default_rng([self.seed, step, 7919])
+        b = self.cfg.objects_per_step
+        order = rng.permutation(np.resize(np.arange(self.n), b * self.world))
+        picks = order[self.rank * b : (self.rank + 1) * b]
+        use_bbox = step < self.cfg.bbox_until_step
+        return [ItemKey(int(o), self.seed, step, self.rank * b + s, use_bbox)
+                for s, o in enumerate(picks)]
+
+    def __iter__(self):
+        for step in range(self.start, self.end):
+            yield self.batch(step)
+
+
+def collate(items: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """Stack per-object dicts into (B, ...) tensors."""
+    return {k: torch.stack([it[k] for it in items]) for k in items[0]}
+
+
+def make_loader(dataset: RayBatchDataset, sampler: StepSampler, num_workers: int):
+    """A DataLoader over whole-step batches (spawned workers, stores opened per worker)."""
+    kwargs = {}
+    if num_workers > 0:
+        kwargs = {"multiprocessing_context": "spawn", "persistent_workers": True,
+                  "prefetch_factor": 4}
+
+    return torch.utils.data.DataLoader(
+        _StepDataset(dataset), batch_size=None, sampler=sampler, num_workers=num_workers,
+        **kwargs)
+
+
+class _StepDataset(Dataset):
+    """Adapter: index = a list of ItemKey (a whole step) -> collated batch."""
+
+    def __init__(self, inner: RayBatchDataset):
+        self.inner = inner
+
+    def __len__(self) -> int:
+        return len(self.inner)
+
+    def __getitem__(self, keys: list[ItemKey]) -> dict[str, torch.Tensor]:
+        return collate([self.inner[k] for k in keys])
