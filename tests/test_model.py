@@ -332,3 +332,24 @@ def test_render_rays_backward_and_coord_weights_detached():
     out = render_rays(model, o, d, coord_weights_grad=True, **kw)
     (out["fine"]["coord"].sum() + out["coarse"]["feature"].sum()).backward()
     assert model.density_head.weight.grad.abs().sum() > 0
+
+
+def test_density_activation_options():
+    relu = _model(d_feature=0)
+    soft = copy.deepcopy(relu)
+    soft.config = ModelConfig(**{**relu.config.to_dict(), "density_activation": "softplus"})
+    K, c2w = _cams(1, 1)
+    img = torch.rand(1, 1, 3, SIZE, SIZE)
+    xyz, d = _points(1, 40)
+    with torch.no_grad():
+        torch.nn.init.constant_(relu.density_head.bias, -100.0)  # every pre-activation < 0
+        torch.nn.init.constant_(soft.density_head.bias, -10.0)
+    relu.encode(img, K, c2w)
+    soft.encode(img, K, c2w)
+    s_relu, s_soft = relu(xyz, d)["sigma"], soft(xyz, d)["sigma"]
+    assert torch.equal(s_relu, torch.zeros_like(s_relu))  # official relu: dead
+    assert (s_soft > 0).all()
+    s_soft.sum().backward()
+    assert soft.density_head.bias.grad.abs() > 0  # softplus keeps a gradient
+    with pytest.raises(ValueError):
+        FeatureNeRF(_cfg(density_activation="exp"))

@@ -35,6 +35,9 @@ class DataConfig:
     bbox_until_step: int = 100_000
     num_workers: int = 0
     coord_target: str = "surface"  # "surface" (depth back-projection) | "self" (official)
+    # multiply teacher targets by this; None = auto: 1 / RMS of foreground target values, so
+    # the feature MSE is O(1) whatever the teacher's scale (official: 1.0, raw DINO keys)
+    feature_scale: float | None = None
 
 
 @dataclass(frozen=True)
@@ -66,6 +69,8 @@ class RayBatchDataset(Dataset):
             feats = FeatureStore(cfg.features, render_fingerprint=store.fingerprint)
             self.feature_dim = feats.dim
             self.teacher_identity = feats.attrs.get("identity")
+            if cfg.feature_scale is None:
+                cfg.feature_scale = estimate_feature_scale(feats, self.objects)
         else:
             self.feature_dim, self.teacher_identity = 0, None
         self._renders: RenderStore | None = None
@@ -118,8 +123,20 @@ class RayBatchDataset(Dataset):
         if features is not None:
             fmap = np.stack([features.read((obj, int(v))) for v in targets])
             feat = sample_feature_targets(torch.from_numpy(fmap), uv, (self.image_size,) * 2)
-            item["feature"] = feat.reshape(-1, feat.shape[-1])[: cfg.rays_per_object]
+            scale = 1.0 if cfg.feature_scale is None else cfg.feature_scale
+            item["feature"] = feat.reshape(-1, feat.shape[-1])[: cfg.rays_per_object] * scale
         return item
+
+
+def estimate_feature_scale(store: FeatureStore, objects: list[int], n_objects: int = 8) -> float:
+    """1 / RMS of the foreground (non-zero) teacher features of a few objects (all views)."""
+    sq, count = 0.0, 0
+    for obj in objects[:n_objects]:
+        feat = store.read(obj).astype(np.float64).reshape(-1, store.dim)
+        fg = feat[np.abs(feat).sum(axis=1) > 0]
+        sq += float((fg**2).sum())
+        count += fg.size
+    return float(1.0 / np.sqrt(sq / count)) if sq > 0 else 1.0
 
 
 class StepSampler(torch.utils.data.Sampler):

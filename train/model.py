@@ -63,9 +63,12 @@ class ModelConfig:
         n_blocks, width, combine_layer: ResnetFC layout (5, 512, 3 official).
         n_freqs, freq_factor, include_input: positional encoding (6, 1.5, True -> 39 dims).
         use_viewdirs: append the rotated unit view direction (raw, 3 dims).
+        zero_init_heads: start the feature and coordinate heads at 0 (the feature and coordinate
+            losses then start from "predict zero" instead of large random outputs).
         backbone, pretrained_encoder, encoder_layers: see :class:`ResNetEncoder`.
-        density_activation: "relu" (official) or "softplus" (mip-NeRF's remedy for the
-            all-zero-density collapse: no dead gradient when every pre-activation is negative).
+        density_activation: "relu" (official) or "softplus" (default here: mip-NeRF's remedy for
+            the all-zero-density collapse, seen within a few Adam steps on our renders with relu;
+            no dead gradient when every pre-activation is negative).
         density_shift: added to the density pre-activation before the activation (mip-NeRF's
             shifted softplus uses -1; 0 = official).
     """
@@ -79,10 +82,11 @@ class ModelConfig:
     freq_factor: float = 1.5
     include_input: bool = True
     use_viewdirs: bool = True
+    zero_init_heads: bool = True
     backbone: str = "resnet34"
     pretrained_encoder: bool = True
     encoder_layers: int = 4
-    density_activation: str = "relu"
+    density_activation: str = "softplus"
     density_shift: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
@@ -186,6 +190,11 @@ class FeatureNeRF(nn.Module):
         self.rgb_head = _kaiming_linear(w, 3)
         self.feature_head = _kaiming_linear(w, cfg.d_feature) if cfg.d_feature > 0 else None
         self.coord_head = _kaiming_linear(w, 3) if cfg.predict_coord else None
+        if cfg.zero_init_heads:
+            for head in (self.feature_head, self.coord_head):
+                if head is not None:
+                    nn.init.zeros_(head.weight)
+                    nn.init.zeros_(head.bias)
         if cfg.density_activation not in ("relu", "softplus"):
             raise ValueError(f"density_activation must be relu|softplus: {cfg.density_activation}")
         self._views: EncodedViews | None = None

@@ -195,7 +195,7 @@ def train(cfg: TrainConfig, resume: bool = True, progress: bool = True) -> dict[
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         scaler.step(optimizer)
         scaler.update()
-        record = {"loss": float(total), **{k: float(v) for k, v in terms.items()}}
+        record = {"loss": float(total.detach()), **{k: float(v.detach()) for k, v in terms.items()}}
         history.append(record)
         done_steps = step + 1 - start
         rays_s = done_steps * rays_per_step / (time.perf_counter() - t0)

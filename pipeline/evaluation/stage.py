@@ -1,0 +1,385 @@
+"""The evaluate stage: student (and baselines) on the official FeatureNeRF protocols.
+
+For one category: 2D keypoint / part transfer cross-view and cross-instance, 3D keypoint / part
+transfer, and NVS, for every available method:
+
+* ``student_internal`` (``nerf-internal``, the official evaluation feature) and
+  ``student_feature`` (``nerf-feature``, the distilled head) of the student run;
+* ``teacher_2d`` (``teacher-2d``): needs the feature store (skipped, with the reason, if it is
+  missing or stale);
+* ``pixelnerf_internal`` (``pixelnerf-internal``): needs a pixelNeRF run (skipped if absent).
+
+Outputs in ``report_dir`` (default ``reports/evaluate/<run name>/``): ``metrics.json`` (flat keys
+such as ``chair.cross_instance.kp2d.pck@5.student_internal``, for ``dvc metrics show``),
+``plots/*.json`` (rows ``{threshold, method, pck}``), ``summary.json`` (settings, timings,
+skipped methods/metrics with reasons, pair source), ``pairs.json``, ``pairs_<task>.json``
+(per-pair scores, like the official ``results.json``) and ``index.html``.
+
+2D PCK thresholds are defined at 128x128 (2.5/5/7.5/10 px) and scaled with the image size for
+other resolutions; keys always name the 128-px value.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cache.feature_store import FeatureStore
+from cache.render_store import RenderStore
+from cache.zarr_io import StoreError
+from pipeline.evaluation import metrics as M
+from pipeline.evaluation.features import (
+    FeatureSource,
+    NerfRenderer,
+    NerfSource,
+    TeacherSource,
+    resolve_checkpoint,
+)
+from pipeline.evaluation.pairs import PairSet, make_pairs
+from pipeline.evaluation.tasks import (
+    NvsResult,
+    TaskResult,
+    nvs_views,
+    run_2d_task,
+    run_3d_task,
+    run_nvs,
+    scaled_thresholds,
+)
+from pipeline.report import write_json
+
+ALL_TASKS = ("cross_view", "cross_instance", "3d", "nvs")
+ALL_METHODS = ("student_internal", "student_feature", "teacher_2d", "pixelnerf_internal")
+
+
+@dataclass
+class EvaluateConfig:
+    """Settings of one evaluation (one category; paths may contain ``{category}``).
+
+    Attributes:
+        category: category name (keys of metrics.json start with it).
+        teacher: the student's teacher name (only for the default run / features paths).
+        run: student run dir (newest checkpoint) or a ``.ckpt`` file
+            (default ``runs/{category}-{teacher}``).
+        pixelnerf_run: pixelNeRF run dir / checkpoint (default ``runs/{category}-pixelnerf``;
+            ``""`` disables it); absent -> skipped with the reason.
+        renders: render store (default ``data/renders/{category}.zarr``).
+        features: teacher feature store for the 2D baseline (default
+            ``data/features/{teacher}/{category}.zarr``; ``""`` disables it).
+        split_json: official ``<synset>.json`` with the eval pairs (used when its objects are
+            in the store's test split); otherwise ``n_pairs`` seeded pairs.
+        n_pairs, seed: pairs per task (official 1000) and their seed.
+        eval_size: render resolution of the feature maps (None = image size, official); lower
+            values are upsampled bilinearly to the image size before matching.
+        n_coarse, n_importance, n_depth, chunk: rendering overrides (None = checkpoint's).
+        fg_only: render only the rays the metrics read (exact; see features.py).
+        cross_view_input: "source" (official: both maps from the source image) or "own".
+        n_views, nvs_objects, nvs_input_view: NVS target views per object, objects, input view.
+        tasks, methods: subsets of ALL_TASKS / ALL_METHODS.
+        n_visual: worst pairs pictured per task. swap_example: add a part texture swap.
+        device: "auto" | "cpu" | "cuda[:i]".
+        report_dir: default ``reports/evaluate/<run name>``.
+    """
+
+    category: str = "chair"
+    teacher: str = "daisy"
+    run: str | None = None
+    pixelnerf_run: str | None = None
+    renders: str | None = None
+    features: str | None = None
+    split_json: str | None = None
+    n_pairs: int = 50
+    seed: int = 0
+    eval_size: int | None = None
+    n_coarse: int | None = None
+    n_importance: int | None = None
+    n_depth: int | None = None
+    chunk: int | None = None
+    fg_only: bool = True
+    cross_view_input: str = "source"
+    n_views: int = 4
+    nvs_objects: int = 2
+    nvs_input_view: int = 0
+    tasks: tuple[str, ...] = ALL_TASKS
+    methods: tuple[str, ...] = ALL_METHODS
+    n_visual: int = 3
+    swap_example: bool = True
+    device: str = "auto"
+    report_dir: str | None = None
+    progress: bool = True
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        from renderers.categories import resolve_category
+
+        self.category = resolve_category(self.category).name
+        fill = {"category": self.category, "teacher": self.teacher}
+        self.run = (self.run or "runs/{category}-{teacher}").format(**fill)
+        if self.pixelnerf_run is None:
+            self.pixelnerf_run = "runs/{category}-pixelnerf"
+        self.pixelnerf_run = self.pixelnerf_run.format(**fill)
+        self.renders = (self.renders or "data/renders/{category}.zarr").format(**fill)
+        if self.features is None:
+            self.features = "data/features/{teacher}/{category}.zarr"
+        self.features = self.features.format(**fill)
+        bad = set(self.tasks) - set(ALL_TASKS) | set(self.methods) - set(ALL_METHODS)
+        if bad:
+            raise ValueError(f"unknown tasks/methods {sorted(bad)}; tasks: {ALL_TASKS}, "
+                             f"methods: {ALL_METHODS}")
+        if self.cross_view_input not in ("source", "own"):
+            raise ValueError("cross_view_input must be 'source' or 'own'")
+        if self.report_dir is None:
+            self.report_dir = f"reports/evaluate/{run_name(self.run)}"
+
+
+def run_name(path: str | Path) -> str:
+    """``runs/chair-daisy`` -> ``chair-daisy``; ``runs/x/checkpoints/step-1.ckpt`` -> ``x``."""
+    p = Path(path)
+    if p.suffix == ".ckpt" and p.parent.name == "checkpoints":
+        return p.parent.parent.name
+    return p.stem if p.suffix == ".ckpt" else p.name
+
+
+def resolve_device(name: str) -> str:
+    if name == "auto":
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return name
+
+
+def _fmt(t: float) -> str:
+    return f"{t:g}"
+
+
+def _clean(v: Any) -> Any:
+    """NaN/inf -> None (strict JSON for DVC)."""
+    if isinstance(v, float | np.floating):
+        return None if not math.isfinite(float(v)) else float(v)
+    return v
+
+
+@dataclass
+class Methods:
+    """The feature sources and NeRF renderers that could be built, and the skipped ones."""
+
+    sources: list[FeatureSource]
+    renderers: dict[str, NerfRenderer]
+    teacher: TeacherSource | None
+    skipped: dict[str, str]
+    notes: list[str]
+
+
+def build_methods(cfg: EvaluateConfig, store: RenderStore, device: str) -> Methods:
+    """Load the student (required), the teacher store and pixelNeRF (optional, else skipped)."""
+    overrides = {"n_coarse": cfg.n_coarse, "n_importance": cfg.n_importance,
+                 "n_depth": cfg.n_depth, "chunk": cfg.chunk}
+    kw = {"eval_size": cfg.eval_size, "device": device, "fg_only": cfg.fg_only, **overrides}
+    student = NerfRenderer.from_checkpoint(cfg.run, store, **kw)
+    skipped: dict[str, str] = {}
+    notes: list[str] = []
+    if student.state_info.get("render_fingerprint") not in (None, store.fingerprint):
+        notes.append("the student was trained on another render store (fingerprint differs)")
+    sources: list[FeatureSource] = []
+    renderers = {"student": student}
+    want = set(cfg.methods)
+    if "student_internal" in want:
+        sources.append(NerfSource("student_internal", student, "internal"))
+    if "student_feature" in want:
+        if student.has_feature:
+            sources.append(NerfSource("student_feature", student, "feature"))
+        else:
+            skipped["student_feature"] = "the student checkpoint has no distilled feature head"
+    teacher = None
+    if "teacher_2d" in want:
+        if not cfg.features:
+            skipped["teacher_2d"] = "no feature store configured"
+        else:
+            try:
+                teacher = TeacherSource(FeatureStore(cfg.features, store.fingerprint), store)
+                sources.append(teacher)
+            except StoreError as exc:
+                skipped["teacher_2d"] = str(exc)
+    if "pixelnerf_internal" in want:
+        try:
+            path = resolve_checkpoint(cfg.pixelnerf_run) if cfg.pixelnerf_run else None
+        except FileNotFoundError as exc:
+            path, reason = None, str(exc)
+        else:
+            reason = "no pixelNeRF run configured"
+        if path is None:
+            skipped["pixelnerf_internal"] = reason
+        else:
+            pix = NerfRenderer.from_checkpoint(path, store, **kw)
+            renderers["pixelnerf"] = pix
+            sources.append(NerfSource("pixelnerf_internal", pix, "internal",
+                                      kind="pixelnerf-internal"))
+    return Methods(sources, renderers, teacher, skipped, notes)
+
+
+def flat_metrics(
+    category: str,
+    results: dict[str, TaskResult],
+    nvs: NvsResult | None,
+    pairs: PairSet,
+) -> dict[str, float | int | None]:
+    """Flat ``<category>.<task>.<metric>.<method>`` keys (NaN -> None)."""
+    out: dict[str, Any] = {}
+    names = {"cross_view": ("cross_view", "2d"), "cross_instance": ("cross_instance", "2d"),
+             "3d": ("cross_instance", "3d")}
+    for task, res in results.items():
+        group, dim = names[task]
+        for method, s in res.summary().items():
+            for t, v in zip(res.thresholds, s["pck"], strict=True):
+                out[f"{category}.{group}.kp{dim}.pck@{_fmt(t)}.{method}"] = _clean(v)
+            out[f"{category}.{group}.part{dim}.miou.{method}"] = _clean(s["miou"])
+        n = len(pairs.cross_view if task == "cross_view" else pairs.cross_instance)
+        out[f"{category}.{group}.n_pairs"] = n
+    if nvs is not None:
+        for method, s in nvs.summary().items():
+            for k in ("psnr", "ssim", "lpips"):
+                if k not in nvs.skipped:
+                    out[f"{category}.nvs.{k}.{method}"] = _clean(s[k])
+            out[f"{category}.nvs.n_images.{method}"] = s["n_images"]
+    return out
+
+
+def plot_rows(results: dict[str, TaskResult], category: str) -> dict[str, list[dict]]:
+    """DVC plot data: ``pck2d_cross_instance``, ``pck2d_cross_view``, ``pck3d`` rows."""
+    files = {"cross_instance": "pck2d_cross_instance", "cross_view": "pck2d_cross_view",
+             "3d": "pck3d"}
+    out = {}
+    for task, res in results.items():
+        out[files[task]] = [
+            {"threshold": t, "method": m, "pck": _clean(v), "category": category}
+            for m, s in res.summary().items()
+            for t, v in zip(res.thresholds, s["pck"], strict=True)
+        ]
+    return out
+
+
+def _per_pair_rows(res: TaskResult, object_ids: list[str]) -> list[dict[str, Any]]:
+    rows = []
+    for r in res.rows:
+        pair = dict(r["pair"])
+        for k in ("obj", "src", "trg"):
+            if k in pair:
+                pair[f"{k}_id"] = object_ids[pair[k]]
+        rows.append({**r, "pair": pair, "miou": _clean(r["miou"]),
+                     "pck": [_clean(v) for v in r["pck"]],
+                     "errors": [_clean(v) for v in r["errors"]]})
+    return rows
+
+
+def run_evaluate_stage(cfg: EvaluateConfig) -> dict[str, Any]:
+    """Evaluate one category; write the outputs (module doc) and return the flat metrics."""
+    from pipeline.evaluation.report import write_evaluate_report
+
+    t_start = time.perf_counter()
+    log = _logger(cfg.progress)
+    store = RenderStore(cfg.renders)
+    test = store.valid_indices("test")
+    if len(test) < 2:
+        raise ValueError(f"{cfg.renders}: the evaluation needs at least 2 complete test "
+                         f"objects, found {len(test)}")
+    device = resolve_device(cfg.device)
+    pairs = make_pairs(store.object_ids, test, store.n_views, cfg.n_pairs, cfg.seed,
+                       cfg.split_json)
+    methods = build_methods(cfg, store, device)
+    px = scaled_thresholds(store.image_size)
+    results: dict[str, TaskResult] = {}
+    task_time: dict[str, float] = {}
+    for task in ("cross_instance", "cross_view"):
+        if task in cfg.tasks:
+            t0 = time.perf_counter()
+            task_pairs = pairs.cross_instance if task == "cross_instance" else pairs.cross_view
+            results[task] = run_2d_task(task, task_pairs, store, methods.sources, px,
+                                        cross_view_input=cfg.cross_view_input,
+                                        n_visual=cfg.n_visual, progress=log)
+            task_time[task] = time.perf_counter() - t0
+    if "3d" in cfg.tasks:
+        t0 = time.perf_counter()
+        results["3d"] = run_3d_task(pairs.cross_instance, store, methods.sources,
+                                    n_visual=cfg.n_visual, progress=log)
+        task_time["3d"] = time.perf_counter() - t0
+    nvs = None
+    if "nvs" in cfg.tasks:
+        t0 = time.perf_counter()
+        rng = np.random.default_rng([cfg.seed, 3])
+        objs = sorted(rng.choice(test, size=min(cfg.nvs_objects, len(test)), replace=False))
+        views = nvs_views(store.n_views, cfg.nvs_input_view, cfg.n_views)
+        nvs = run_nvs(methods.renderers, store, [int(o) for o in objs], cfg.nvs_input_view,
+                      views, methods.teacher, device, progress=log)
+        task_time["nvs"] = time.perf_counter() - t0
+    swap = None
+    if cfg.swap_example and pairs.cross_instance:
+        swap = _swap_example(methods.renderers["student"], store, pairs)
+
+    metrics = flat_metrics(cfg.category, results, nvs, pairs)
+    out = Path(cfg.report_dir)
+    write_json(out / "metrics.json", metrics)
+    for name, rows in plot_rows(results, cfg.category).items():
+        write_json(out / "plots" / f"{name}.json", rows)
+    write_json(out / "pairs.json", pairs.to_dict(store.object_ids))
+    for task, res in results.items():
+        write_json(out / f"pairs_{task}.json", _per_pair_rows(res, store.object_ids))
+    summary = {
+        "config": {k: v for k, v in asdict(cfg).items() if k != "extra"},
+        "methods": [{"name": s.name, "kind": s.kind} for s in methods.sources],
+        "skipped": {**methods.skipped, **({f"nvs.{k}": v for k, v in nvs.skipped.items()}
+                                          if nvs else {})},
+        "notes": methods.notes + ([pairs.note] if pairs.note else []),
+        "pairs": {"source": pairs.source, "dropped": pairs.dropped,
+                  "cross_view": len(pairs.cross_view),
+                  "cross_instance": len(pairs.cross_instance)},
+        "render": {name: {**asdict(r.settings), "eval_size": r.eval_size,
+                          "image_size": r.image_size, "fg_only": r.fg_only,
+                          **r.timing.summary()} for name, r in methods.renderers.items()},
+        "task_seconds": task_time,
+        "thresholds_px": list(px),
+        "wall_s": time.perf_counter() - t_start,
+    }
+    write_json(out / "summary.json", summary)
+    write_evaluate_report(out / "index.html", cfg, store, metrics, results, nvs, summary, swap)
+    return metrics
+
+
+def _swap_example(renderer: NerfRenderer, store: RenderStore, pairs: PairSet) -> dict | None:
+    """The paper's part texture swap on the first cross-instance pair, most common part of A."""
+    from pipeline.editing import swap_texture_with
+
+    p = pairs.cross_instance[0]
+    labels = store.read("point_part", p.src)
+    labels = labels[labels >= 0]
+    b_labels = set(np.unique(store.read("point_part", p.trg)).tolist())
+    counts = np.bincount(labels) if len(labels) else np.zeros(0, int)
+    common = [int(x) for x in np.argsort(-counts, kind="stable")
+              if counts[x] > 0 and int(x) in b_labels]
+    if not common:
+        return None
+    result = swap_texture_with(renderer, p.src, p.trg, common[0], p.view)
+    names = list(store.attrs.get("part_names", []))
+    part = names[common[0]] if common[0] < len(names) else str(common[0])
+    result["caption"] = (f"A = {store.object_ids[p.src]}, B = {store.object_ids[p.trg]}, "
+                         f"view {p.view}, part {part!r}")
+    return result
+
+
+def _logger(enabled: bool):
+    if not enabled:
+        return None
+    import sys
+
+    state = {"t": 0.0}
+
+    def log(msg: str) -> None:
+        now = time.perf_counter()
+        if now - state["t"] > 5.0:
+            print(f"[evaluate] {msg}", file=sys.stderr, flush=True)
+            state["t"] = now
+
+    return log
