@@ -86,6 +86,16 @@ def main() -> None:
     default="pyrender",
     show_default=True,
 )
+@click.option(
+    "--annotations",
+    default="",
+    help="shapenet: comma list of keypointnet, "
+    "shapenet-part, partnet (aligned to each mesh and chamfer-checked)",
+)
+@click.option("--keypointnet-root", type=click.Path(), help="KeypointNet folder (annotations/)")
+@click.option("--shapenet-part-root", type=click.Path(), help="any ShapeNet-Part release folder")
+@click.option("--partnet-root", type=click.Path(), help="PartNet data_v0 folder")
+@click.option("--partnet-level", type=int, default=1, show_default=True)
 @click.option("--views", type=int, default=50, show_default=True)
 @click.option("--size", type=int, default=128, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
@@ -123,10 +133,11 @@ def main() -> None:
     help="what to do when the store was made with other settings",
 )
 @user_errors
-def render(split_fractions: str, **kwargs: Any) -> None:
+def render(split_fractions: str, annotations: str, **kwargs: Any) -> None:
     """Render a 50-view dataset of one category into a Zarr render store."""
     from pipeline.render_stage import RenderStageConfig, run_render_stage
 
+    kwargs["annotations"] = tuple(a.strip() for a in annotations.split(",") if a.strip())
     fractions = tuple(float(x) for x in split_fractions.split(","))
     if len(fractions) != 3:
         raise click.BadParameter(
@@ -149,8 +160,6 @@ def render(split_fractions: str, **kwargs: Any) -> None:
                 f"{len(result.failures)} object(s) failed (see {result.report}); fix them or "
                 "re-run with --on-error skip"
             )
-
-
 
 
 def _parse_options(pairs: tuple[str, ...]) -> dict[str, Any]:

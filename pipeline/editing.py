@@ -94,10 +94,14 @@ def swap_texture_with(
             sel = mask[fg]
             nn = nearest_neighbours(feat_a[sel], qb["internal"][donor])
             after[mask] = qb["rgb"][donor][nn]
-    to8 = lambda x: (np.clip(x, 0, 1) * 255).round().astype(np.uint8)  # noqa: E731
-    return {"before": to8(before), "after": to8(after), "mask": mask, "labels": labels,
-            "input_a": store.read("rgb", (obj_a, view)), "input_b": store.read("rgb", (obj_b, view)),
-            "part": part, "n_pixels": int(mask.sum())}
+    return {"before": _to_uint8(before), "after": _to_uint8(after), "mask": mask,
+            "labels": labels, "input_a": store.read("rgb", (obj_a, view)),
+            "input_b": store.read("rgb", (obj_b, view)), "part": part,
+            "n_pixels": int(mask.sum())}
+
+
+def _to_uint8(img: np.ndarray) -> np.ndarray:
+    return (np.clip(img, 0, 1) * 255).round().astype(np.uint8)
 
 
 def _index(store: RenderStore, obj: int | str) -> int:

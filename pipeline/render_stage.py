@@ -51,6 +51,11 @@ class RenderStageConfig:
     report_dir: str | None = None
     overwrite: bool = False
     if_stale: str = "fail"  # existing store with other settings: "fail" | "overwrite"
+    annotations: tuple[str, ...] = ()  # keypointnet, shapenet-part, partnet (shapenet source)
+    keypointnet_root: str | None = None
+    shapenet_part_root: str | None = None
+    partnet_root: str | None = None
+    partnet_level: int = 1
     rig: CameraRig = field(default_factory=CameraRig)
 
     def __post_init__(self) -> None:
@@ -61,6 +66,8 @@ class RenderStageConfig:
             self.out = f"data/renders/{self.category}{suffix}.zarr"
         if self.report_dir is None:
             self.report_dir = f"reports/render/{self.category}"
+        if self.annotations and self.source != "shapenet":
+            raise ValueError("--annotations needs --source shapenet")
         if self.on_error not in ("fail", "skip"):
             raise ValueError(f"--on-error must be 'fail' or 'skip', not {self.on_error!r}")
 
@@ -74,6 +81,17 @@ class RenderStageConfig:
             "n_points": self.n_points,
             "rig": asdict(self.rig),
             "pipeline_version": PIPELINE_VERSION,
+            "annotations": list(self.annotations),
+            "annotation_roots": self.annotation_roots() if self.annotations else {},
+        }
+
+    def annotation_roots(self) -> dict:
+        """Keyword arguments of ``renderers.annotations.AnnotationSources``."""
+        return {
+            "keypointnet": self.keypointnet_root,
+            "shapenet_part": self.shapenet_part_root,
+            "partnet": self.partnet_root,
+            "partnet_level": self.partnet_level,
         }
 
 
@@ -138,6 +156,7 @@ def render_task(job: RenderJob, store_path: str, renderer_name: str) -> dict:
             "timings": timings,
             "renderer": renderer.version(),
             "wall": time.perf_counter() - t0,
+            "annotations": alignment_summary(obj.meta),
         }
     except (AssetError, RendererUnavailable, StoreError) as exc:
         reason = str(exc)
@@ -151,6 +170,44 @@ def render_task(job: RenderJob, store_path: str, renderer_name: str) -> dict:
         "error": reason,
         "wall": time.perf_counter() - t0,
     }
+
+
+def alignment_summary(meta: dict) -> dict:
+    """Per annotation set: the chosen transform and its chamfer error (for the report)."""
+    info = meta.get("annotations") or {}
+    out: dict = {}
+    for name, value in info.items():
+        if isinstance(value, dict) and "chamfer" in value:
+            out[name] = {
+                "chamfer": value["chamfer"],
+                "candidate": value.get("candidate"),
+                "mirrored": value.get("mirrored"),
+            }
+    if info.get("missing"):
+        out["missing"] = list(info["missing"])
+    if meta.get("unmapped_parts"):
+        out["unmapped_parts"] = list(meta["unmapped_parts"])
+    return out
+
+
+def keypoint_slots_for(cfg: RenderStageConfig, category) -> tuple[int, list[str]]:
+    """Keypoint slots P and their names: KeypointNet semantic ids, or the procedural names."""
+    if "keypointnet" in cfg.annotations:
+        import json
+
+        from renderers.annotations import KeypointNetRoot
+
+        path = KeypointNetRoot(cfg.keypointnet_root).annotation_file(category.synset)
+        try:
+            records = json.loads(Path(path).read_text())
+            top = max(int(k["semantic_id"]) for r in records for k in r["keypoints"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise AssetError(
+                f"{path}: cannot read the semantic ids ({exc}); is it a KeypointNet "
+                "annotation file?"
+            ) from exc
+        return top + 1, [f"kpn_{i:02d}" for i in range(top + 1)]
+    return max(1, len(category.keypoint_names)), list(category.keypoint_names)
 
 
 @dataclass
@@ -172,7 +229,7 @@ def run_render_stage(cfg: RenderStageConfig) -> RenderStageResult:
     plan = plan_objects(cfg)
     if not plan.object_ids:
         raise AssetError(f"no {cfg.category} objects selected; check --objects / --split")
-    n_kp = max(1, len(category.keypoint_names))
+    n_kp, kp_names = keypoint_slots_for(cfg, category)
     layout = StoreLayout(len(plan.object_ids), cfg.views, cfg.size, n_kp, cfg.n_points)
     attrs = {
         "category": category.name,
@@ -182,7 +239,7 @@ def run_render_stage(cfg: RenderStageConfig) -> RenderStageResult:
         "splits": plan.splits,
         "seeds": plan.seeds,
         "part_names": list(category.part_names),
-        "keypoint_names": list(category.keypoint_names),
+        "keypoint_names": kp_names,
         "camera": {
             "distance": cfg.rig.distance,
             "fov_deg": cfg.rig.fov_deg,
@@ -215,6 +272,10 @@ def run_render_stage(cfg: RenderStageConfig) -> RenderStageResult:
             n_points=cfg.n_points,
             shapenet_root=cfg.shapenet_root,
             synset=category.synset,
+            part_names=tuple(category.part_names),
+            annotations={"sets": list(cfg.annotations), "roots": cfg.annotation_roots()}
+            if cfg.annotations
+            else None,
         )
         for i, (oid, split, seed) in enumerate(
             zip(plan.object_ids, plan.splits, plan.seeds, strict=True)
@@ -236,8 +297,15 @@ def run_render_stage(cfg: RenderStageConfig) -> RenderStageResult:
     ok = [r for r in results if r["ok"]]
     skipped = failures if cfg.on_error == "skip" else {}
     renderer_version = ok[0]["renderer"] if ok else writer.group.attrs.get("renderer", cfg.renderer)
+    alignment = dict(writer.group.attrs.get("alignment", {}))
+    alignment.update({r["object_id"]: r["annotations"] for r in ok if r.get("annotations")})
     fingerprint = writer.finalize(
-        {"renderer": renderer_version, "skipped": skipped, "failures": failures}
+        {
+            "renderer": renderer_version,
+            "skipped": skipped,
+            "failures": failures,
+            "alignment": alignment,
+        }
     )
     wall = time.perf_counter() - t_start
     metrics = stage_metrics(cfg, results, failures, int(done.sum()), wall)
@@ -317,6 +385,17 @@ def write_render_report(
             np.arange(len(part_names))[None].repeat(12, 0).repeat(24, 1), len(part_names)
         )
         report.image(swatches, "part colours: " + ", ".join(part_names))
+    alignment = store.attrs.get("alignment") or {}
+    if alignment:
+        report.heading("Annotation alignment per model (chamfer in unit-diagonal units)")
+        rows = []
+        for oid, sets in alignment.items():
+            for name, v in sets.items():
+                if isinstance(v, dict):
+                    rows.append([oid, name, v["chamfer"], str(v["candidate"]), str(v["mirrored"])])
+                else:
+                    rows.append([oid, name, "", str(v), ""])
+        report.table(["object", "set", "chamfer", "transform", "mirrored"], rows)
     report.heading("Counts and timings")
     rows = [[k, v] for k, v in metrics.items() if not isinstance(v, dict)]
     rows += [[f"time share: {k}", v] for k, v in metrics.get("time_share", {}).items()]

@@ -42,7 +42,7 @@ CATEGORIES: dict[str, Category] = {
         Category(
             "table",
             "04379243",
-            ("top", "leg", "support"),
+            ("top", "leg", "support", "drawer"),
             (
                 "top_front_l",
                 "top_front_r",

@@ -47,6 +47,9 @@ class RenderJob:
     n_points: int = 2048
     shapenet_root: str | None = None
     synset: str | None = None
+    # {"sets": ["keypointnet", ...], "roots": AnnotationSources kwargs}; None = no annotations
+    annotations: dict | None = None
+    part_names: tuple[str, ...] = ()  # the store's label table (annotated labels map onto it)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -81,8 +84,27 @@ def load_asset(job: RenderJob) -> ShapeAsset:
     if job.source == "shapenet":
         from renderers.shapenet import load_model
 
-        return load_model(job.shapenet_root, job.synset, job.object_id)
+        asset = load_model(job.shapenet_root, job.synset, job.object_id)
+        if job.annotations:
+            asset = annotate(asset, job)
+        return asset
     raise AssetError(f"{job.object_id}: unknown source {job.source!r} (procedural | shapenet)")
+
+
+def annotate(asset: ShapeAsset, job: RenderJob) -> ShapeAsset:
+    """Add real annotations (KeypointNet, ShapeNet-Part, PartNet) aligned to the asset's frame,
+    with part labels remapped by name onto the store's label table."""
+    from renderers.annotations import AnnotationSources
+
+    sources = AnnotationSources(**job.annotations["roots"])
+    out = sources.annotate(asset, job.synset, job.object_id, sets=job.annotations["sets"])
+    table = {name: i for i, name in enumerate(job.part_names)}
+    lut = np.array([table.get(name, -1) for name in out.part_names] + [-1], np.int16)
+    unknown = [n for n in out.part_names if n not in table]
+    face_part = np.where(out.face_part >= 0, lut[out.face_part], -1).astype(np.int16)
+    meta = {**out.meta, "unmapped_parts": unknown}
+    return ShapeAsset(out.object_id, out.category, out.mesh, face_part, list(job.part_names),
+                      out.keypoints, out.keypoint_ids, out.seed, meta)
 
 
 def camera_poses(job: RenderJob) -> np.ndarray:

@@ -112,3 +112,25 @@ def test_store_contents_follow_the_contract(tmp_path, toy_source):
     assert store.read("kp2d", i).shape == (6, 12, 2)
     np.testing.assert_array_equal(store.read("kp_id", i)[[0, 1, 3]], [0, 1, 3])
     assert store.read("seed", i)[0] == attrs["seeds"][i]
+
+
+def test_real_shapenet_chair_with_keypointnet_annotations(tmp_path):
+    from tests.conftest import SHARED
+
+    sample = SHARED / "data" / "keypointnet-sample"
+    if not sample.exists():
+        pytest.skip(f"real sample not found at {sample}")
+    cfg = RenderStageConfig(
+        category="chair", source="shapenet", shapenet_root=str(sample / "ShapeNetCore.v2"),
+        annotations=("keypointnet",), keypointnet_root=str(sample), renderer="raycast",
+        views=8, size=64, n_points=256, out=str(tmp_path / "c.zarr"),
+        report_dir=str(tmp_path / "rep"))
+    result = run_render_stage(cfg)
+    assert result.ok, result.failures
+    store = RenderStore(tmp_path / "c.zarr")
+    assert store.attrs["keypoint_names"][0] == "kpn_00" and len(store.attrs["keypoint_names"]) == 21
+    ids = store.read("kp_id", 0)
+    assert (ids >= 0).sum() == 10  # this model's 10 KeypointNet keypoints, slot = semantic id
+    align = store.attrs["alignment"]["88382b877be91b2a572f8e1c1caad99e"]["keypointnet"]
+    assert align["chamfer"] < 0.02 and align["candidate"] is not None
+    assert "Annotation alignment" in (tmp_path / "rep" / "index.html").read_text()

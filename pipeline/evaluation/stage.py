@@ -32,7 +32,6 @@ import numpy as np
 from cache.feature_store import FeatureStore
 from cache.render_store import RenderStore
 from cache.zarr_io import StoreError
-from pipeline.evaluation import metrics as M
 from pipeline.evaluation.features import (
     FeatureSource,
     NerfRenderer,
