@@ -157,7 +157,9 @@ class FeatureStore:
 
     @property
     def feat(self) -> zarr.Array:
-        return self.group["feat"]
+        if not hasattr(self, "_feat"):
+            self._feat = self.group["feat"]
+        return self._feat
 
     @property
     def dim(self) -> int:
@@ -169,6 +171,15 @@ class FeatureStore:
 
     def read(self, index: Any) -> np.ndarray:
         return read_checked(self.feat, index, self.path, "feat")
+
+    def read_views(self, index: int, views: np.ndarray) -> np.ndarray:
+        """(V', h, w, D) features of several views of one object in one call."""
+        try:
+            return self.feat.oindex[index, [int(v) for v in views]]
+        except Exception as exc:
+            raise StoreError(f"{self.path}: features of object {index} could not be read "
+                             f"({type(exc).__name__}: {exc}); the store is corrupt - delete it "
+                             "and re-run distill-cache") from exc
 
     def pca(self) -> tuple[np.ndarray, np.ndarray] | None:
         if "pca_components" not in self.group:

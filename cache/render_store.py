@@ -183,6 +183,7 @@ class RenderStore:
                 "version or is damaged - re-run `fnerf-pipeline render --overwrite`"
             )
         self.attrs = dict(self.group.attrs)
+        self._arrays: dict[str, zarr.Array] = {}
         if not self.attrs.get("complete") and not allow_incomplete:
             n_done = int(self.group["done"][:].sum())
             raise StoreError(
@@ -223,8 +224,25 @@ class RenderStore:
             if done[i] and (split is None or self.splits[i] == split)
         ]
 
+    def array(self, name: str) -> zarr.Array:
+        """The (cached) array handle ``name``; opening one reads its metadata from disk."""
+        if name not in self._arrays:
+            if name not in self.group:
+                raise StoreError(f"{self.path}: no array {name!r} in the render store")
+            self._arrays[name] = self.group[name]
+        return self._arrays[name]
+
+    def read_views(self, name: str, index: int, views: np.ndarray) -> np.ndarray:
+        """``array[name][index, views]`` for a list of views in one call (V', ...)."""
+        views = [int(v) for v in views]
+        array = self.array(name)
+        try:
+            return array.oindex[index, views]
+        except Exception as exc:
+            raise StoreError(f"{self.path}: array {name!r} could not be read for object {index} "
+                             f"({type(exc).__name__}: {exc}); the store is corrupt - delete it "
+                             "and re-run the render stage") from exc
+
     def read(self, name: str, index: Any) -> np.ndarray:
         """``array[name][index]`` with corrupt-chunk errors turned into StoreError."""
-        if name not in self.group:
-            raise StoreError(f"{self.path}: no array {name!r} in the render store")
-        return read_checked(self.group[name], index, self.path, name)
+        return read_checked(self.array(name), index, self.path, name)

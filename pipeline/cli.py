@@ -284,7 +284,11 @@ def distill_cache(
     default=None,
     help="ImageNet weights for the encoder (when they are available locally)",
 )
+@click.option("--profile", type=click.Choice(["default", "paper"]), default="default",
+              show_default=True, help="model/schedule preset (CPU-sized default or the paper's)")
 @click.option("--resume/--no-resume", default=True, show_default=True)
+@click.option("--if-stale", type=click.Choice(["fail", "restart"]), default="fail",
+              show_default=True, help="checkpoints made with another configuration")
 @user_errors
 def train_command(
     category: str,
@@ -292,13 +296,15 @@ def train_command(
     name: str | None,
     config_path: str | None,
     resume: bool,
+    profile: str,
+    if_stale: str,
     **overrides: Any,
 ) -> None:
     """Train FeatureNeRF (or pixelNeRF with --teacher none) from the caches."""
     from pipeline.train_stage import build_train_config, run_train_stage
 
-    cfg = build_train_config(category, teacher, name, config_path, overrides)
-    summary = run_train_stage(cfg, resume=resume)
+    cfg = build_train_config(category, teacher, name, config_path, overrides, profile)
+    summary = run_train_stage(cfg, resume=resume, if_stale=if_stale)
     click.echo(
         f"trained {cfg.name} to step {summary['steps']} ({summary['rays_per_s']:.0f} "
         f"rays/s); checkpoint {summary['checkpoint']}"

@@ -130,7 +130,7 @@ def swap_texture(
     view: int,
     label_source: str = "b",
     size: int | None = None,
-    device: str = "cpu",
+    device: str = "auto",
     n_coarse: int | None = None,
     n_importance: int | None = None,
     n_depth: int | None = None,
@@ -143,7 +143,8 @@ def swap_texture(
         checkpoint: ``.ckpt`` file or run dir (newest checkpoint).
         renders: render store path. obj_a, obj_b: store index or object id.
         part: part label or name (``part_names`` attr). view: input and output view.
-        size: output resolution (None = image size). n_*: sample count overrides.
+        size: output resolution (None = image size). device: "auto" | "cpu" | "cuda[:i]".
+        n_*: sample count overrides (None = the checkpoint's render settings).
         report_dir: if given, write ``index.html`` with the images there.
 
     Returns:

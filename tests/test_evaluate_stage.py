@@ -95,7 +95,7 @@ def test_evaluate_stage_end_to_end(tiny_stores, eval_runs, tmp_path):
     out = tmp_path / "reports" / "evaluate" / "tiny"
     cfg = EvaluateConfig(
         category="chair", run=str(eval_runs["student"]), pixelnerf_run=str(eval_runs["pixelnerf"]),
-        renders=str(tiny_stores[0]), features=str(tiny_stores[1]), n_pairs=2, eval_size=32,
+        renders=str(tiny_stores[0]), features=str(tiny_stores[1]), n_pairs=2, eval_size=24,
         n_views=2, nvs_objects=1, n_visual=1, device="cpu", report_dir=str(out), progress=False)
     metrics = run_evaluate_stage(cfg)
     assert metrics == json.loads((out / "metrics.json").read_text())
@@ -116,7 +116,7 @@ def test_evaluate_stage_end_to_end(tiny_stores, eval_runs, tmp_path):
     summary = json.loads((out / "summary.json").read_text())
     assert "lpips" in summary["skipped"]["nvs.lpips"] or "AlexNet" in summary["skipped"][
         "nvs.lpips"]
-    assert summary["render"]["student"]["eval_size"] == 32
+    assert summary["render"]["student"]["eval_size"] == 24
     assert summary["render"]["student"]["s_per_map"] > 0
     rows = json.loads((out / "plots" / "pck2d_cross_instance.json").read_text())
     assert {r["method"] for r in rows} == set(methods) and len(rows) == 16

@@ -99,3 +99,14 @@ def test_overfit_one_object_drops_rgb_and_feature_loss(tiny_stores, tmp_path):
     # measured on this CPU: rgb 0.105 -> 0.027 (3.9x), feature 0.34 -> 0.11 (3.1x)
     assert rgb1 < rgb0 / 3, (rgb0, rgb1)
     assert f1 < f0 / 2.5, (f0, f1)
+
+
+def test_changed_config_is_stale_unless_restart(tiny_stores, tmp_path):
+    train(small_config(tiny_stores, tmp_path), progress=False)
+    other = small_config(tiny_stores, tmp_path, lr=1e-3, steps=3)
+    with pytest.raises(ValueError, match="lr differ"):
+        train(other, progress=False)
+    summary = train(other, progress=False, if_stale="restart")
+    assert summary["start_step"] == 0
+    longer = small_config(tiny_stores, tmp_path, lr=1e-3, steps=4)  # schedule may grow
+    assert train(longer, progress=False)["start_step"] == 3

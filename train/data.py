@@ -94,10 +94,10 @@ class RayBatchDataset(Dataset):
         inputs, targets = np.sort(views[: cfg.n_input]), np.sort(views[cfg.n_input :])
         K = torch.from_numpy(renders.read("K", obj)).float()
         c2w = torch.from_numpy(renders.read("c2w", obj)).float()
-        rgb_in = np.stack([renders.read("rgb", (obj, int(v))) for v in inputs])
-        rgb_t = np.stack([renders.read("rgb", (obj, int(v))) for v in targets])
-        alpha_t = np.stack([renders.read("alpha", (obj, int(v))) for v in targets])
-        depth_t = np.stack([renders.read("depth", (obj, int(v))) for v in targets])
+        rgb_all = renders.read_views("rgb", obj, np.concatenate([inputs, targets]))
+        rgb_in, rgb_t = rgb_all[: len(inputs)], rgb_all[len(inputs) :]
+        alpha_t = renders.read_views("alpha", obj, targets)
+        depth_t = renders.read_views("depth", obj, targets)
 
         gen = torch.Generator().manual_seed(int(rng.integers(2**62)))
         per_view = -(-cfg.rays_per_object // len(targets))
@@ -121,7 +121,7 @@ class RayBatchDataset(Dataset):
             "fg": (depth > 0).reshape(-1)[: cfg.rays_per_object],
         }
         if features is not None:
-            fmap = np.stack([features.read((obj, int(v))) for v in targets])
+            fmap = features.read_views(obj, targets)
             feat = sample_feature_targets(torch.from_numpy(fmap), uv, (self.image_size,) * 2)
             scale = 1.0 if cfg.feature_scale is None else cfg.feature_scale
             item["feature"] = feat.reshape(-1, feat.shape[-1])[: cfg.rays_per_object] * scale

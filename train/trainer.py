@@ -131,8 +131,31 @@ def init_distributed(device: torch.device) -> DistInfo:
     return DistInfo(dist.get_rank(), world, local)
 
 
-def train(cfg: TrainConfig, resume: bool = True, progress: bool = True) -> dict[str, Any]:
-    """Train (or resume) ``cfg``; returns a summary with the final losses and throughput."""
+SCHEDULE_KEYS = ("steps", "ckpt_every", "log_every", "image_every", "keep_checkpoints", "device",
+                 "runs_dir")
+
+
+def config_changes(saved: dict, current: dict) -> list[str]:
+    """Keys (dotted) whose values differ, ignoring the schedule (which may grow on resume)."""
+    changed = []
+    for key in sorted(set(saved) | set(current)):
+        if key in SCHEDULE_KEYS:
+            continue
+        a, b = saved.get(key), current.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            changed += [f"{key}.{k}" for k in config_changes(a, b)]
+        elif a != b:
+            changed.append(key)
+    return changed
+
+
+def train(cfg: TrainConfig, resume: bool = True, progress: bool = True,
+          if_stale: str = "fail") -> dict[str, Any]:
+    """Train (or resume) ``cfg``; returns a summary with the final losses and throughput.
+
+    A run directory whose newest checkpoint was made with another configuration is stale:
+    an error (``if_stale="fail"``) or discarded and trained afresh (``"restart"``).
+    """
     device = resolve_device(cfg.device)
     dist_info = init_distributed(device)
     if dist_info.world > 1 and device.type == "cuda":
@@ -155,6 +178,16 @@ def train(cfg: TrainConfig, resume: bool = True, progress: bool = True) -> dict[
     existing = checkpoints(run_dir)
     if resume and existing:
         state = load_checkpoint(existing[-1], device)
+        changed = config_changes(state["config"], cfg.to_dict())
+        if changed and if_stale != "restart":
+            raise ValueError(f"{run_dir}: its checkpoints were trained with another configuration "
+                             f"({', '.join(changed)} differ); pass --no-resume or --if-stale "
+                             "restart to train afresh, or use another --name")
+        if changed:
+            for old in existing:
+                old.unlink()
+            existing = []
+    if resume and existing:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scaler.load_state_dict(state["scaler"])

@@ -170,12 +170,12 @@ class NerfRenderer:
         fg_only: bool = True,
         cache_size: int = 8,
     ):
-        self.model = model.to(device).eval()
+        self.device = resolve_device(device)
+        self.model = model.to(self.device).eval()
         self.store = store
         self.settings = settings
         self.image_size = store.image_size
         self.eval_size = int(eval_size or store.image_size)
-        self.device = torch.device(device)
         self.fg_only = fg_only
         self.cache_size = cache_size
         self.timing = RenderTiming()
@@ -201,7 +201,7 @@ class NerfRenderer:
 
         state = load_checkpoint(resolve_checkpoint(path))
         settings = RenderSettings.from_checkpoint(state, **render_overrides)
-        model = model_from_checkpoint(state, device)
+        model = model_from_checkpoint(state, resolve_device(device))
         r = cls(model, store, settings, eval_size, device, fg_only, cache_size)
         r.state_info = {k: state.get(k) for k in ("step", "teacher_identity",
                                                   "render_fingerprint", "weights_source")}
@@ -411,6 +411,13 @@ class TeacherSource:
         out = F.grid_sample(fmap, grid, mode="bilinear", padding_mode="border",
                             align_corners=False)
         return out[0, :, :, 0].T.numpy()
+
+
+def resolve_device(name: str | torch.device) -> torch.device:
+    """"auto" -> cuda if available else cpu; anything else as given."""
+    if str(name) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
 
 
 def resolve_checkpoint(path: str | Path) -> Path:

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +38,7 @@ from pipeline.evaluation.features import (
     NerfSource,
     TeacherSource,
     resolve_checkpoint,
+    resolve_device,
 )
 from pipeline.evaluation.pairs import PairSet, make_pairs
 from pipeline.evaluation.tasks import (
@@ -57,7 +58,8 @@ ALL_METHODS = ("student_internal", "student_feature", "teacher_2d", "pixelnerf_i
 
 @dataclass
 class EvaluateConfig:
-    """Settings of one evaluation (one category; paths may contain ``{category}``).
+    """Settings of one evaluation (one category; paths may contain ``{category}``,
+    ``{synset}`` and ``{teacher}`` templates).
 
     Attributes:
         category: category name (keys of metrics.json start with it).
@@ -79,6 +81,7 @@ class EvaluateConfig:
         cross_view_input: "source" (official: both maps from the source image) or "own".
         n_views, nvs_objects, nvs_input_view: NVS target views per object, objects, input view.
         tasks, methods: subsets of ALL_TASKS / ALL_METHODS.
+        progress: print progress lines to stderr.
         n_visual: worst pairs pictured per task. swap_example: add a part texture swap.
         device: "auto" | "cpu" | "cuda[:i]".
         report_dir: default ``reports/evaluate/<run name>``.
@@ -110,13 +113,13 @@ class EvaluateConfig:
     device: str = "auto"
     report_dir: str | None = None
     progress: bool = True
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         from renderers.categories import resolve_category
 
-        self.category = resolve_category(self.category).name
-        fill = {"category": self.category, "teacher": self.teacher}
+        cat = resolve_category(self.category)
+        self.category = cat.name
+        fill = {"category": cat.name, "synset": cat.synset, "teacher": self.teacher}
         self.run = (self.run or "runs/{category}-{teacher}").format(**fill)
         if self.pixelnerf_run is None:
             self.pixelnerf_run = "runs/{category}-pixelnerf"
@@ -125,14 +128,17 @@ class EvaluateConfig:
         if self.features is None:
             self.features = "data/features/{teacher}/{category}.zarr"
         self.features = self.features.format(**fill)
+        if self.split_json:
+            self.split_json = self.split_json.format(**fill)
+        self.report_dir = (self.report_dir or f"reports/evaluate/{run_name(self.run)}").format(
+            **fill)
+        self.tasks, self.methods = tuple(self.tasks), tuple(self.methods)
         bad = set(self.tasks) - set(ALL_TASKS) | set(self.methods) - set(ALL_METHODS)
         if bad:
             raise ValueError(f"unknown tasks/methods {sorted(bad)}; tasks: {ALL_TASKS}, "
                              f"methods: {ALL_METHODS}")
         if self.cross_view_input not in ("source", "own"):
             raise ValueError("cross_view_input must be 'source' or 'own'")
-        if self.report_dir is None:
-            self.report_dir = f"reports/evaluate/{run_name(self.run)}"
 
 
 def run_name(path: str | Path) -> str:
@@ -141,14 +147,6 @@ def run_name(path: str | Path) -> str:
     if p.suffix == ".ckpt" and p.parent.name == "checkpoints":
         return p.parent.parent.name
     return p.stem if p.suffix == ".ckpt" else p.name
-
-
-def resolve_device(name: str) -> str:
-    if name == "auto":
-        import torch
-
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return name
 
 
 def _fmt(t: float) -> str:
@@ -285,7 +283,7 @@ def run_evaluate_stage(cfg: EvaluateConfig) -> dict[str, Any]:
     if len(test) < 2:
         raise ValueError(f"{cfg.renders}: the evaluation needs at least 2 complete test "
                          f"objects, found {len(test)}")
-    device = resolve_device(cfg.device)
+    device = str(resolve_device(cfg.device))
     pairs = make_pairs(store.object_ids, test, store.n_views, cfg.n_pairs, cfg.seed,
                        cfg.split_json)
     methods = build_methods(cfg, store, device)
@@ -327,7 +325,7 @@ def run_evaluate_stage(cfg: EvaluateConfig) -> dict[str, Any]:
     for task, res in results.items():
         write_json(out / f"pairs_{task}.json", _per_pair_rows(res, store.object_ids))
     summary = {
-        "config": {k: v for k, v in asdict(cfg).items() if k != "extra"},
+        "config": asdict(cfg),
         "methods": [{"name": s.name, "kind": s.kind} for s in methods.sources],
         "skipped": {**methods.skipped, **({f"nvs.{k}": v for k, v in nvs.skipped.items()}
                                           if nvs else {})},
@@ -345,6 +343,16 @@ def run_evaluate_stage(cfg: EvaluateConfig) -> dict[str, Any]:
     write_json(out / "summary.json", summary)
     write_evaluate_report(out / "index.html", cfg, store, metrics, results, nvs, summary, swap)
     return metrics
+
+
+def evaluate_categories(categories: list[str], **fields: Any) -> dict[str, Any]:
+    """Run :func:`run_evaluate_stage` for each category (``fields`` may use ``{category}``
+    templates, e.g. ``run="runs/{category}-dino"``); returns the merged flat metrics (keys are
+    category-prefixed, so they never collide). Each category writes its own report dir."""
+    merged: dict[str, Any] = {}
+    for category in categories:
+        merged.update(run_evaluate_stage(EvaluateConfig(category=category, **fields)))
+    return merged
 
 
 def _swap_example(renderer: NerfRenderer, store: RenderStore, pairs: PairSet) -> dict | None:
