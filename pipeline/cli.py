@@ -311,5 +311,68 @@ def train_command(
     )
 
 
+@main.command("evaluate")
+@click.option("--category", required=True)
+@click.option("--teacher", default="daisy", show_default=True)
+@click.option("--run", help="student run dir or .ckpt (default runs/<category>-<teacher>)")
+@click.option("--pixelnerf-run", help="pixelNeRF baseline run (default runs/<category>-pixelnerf;"
+              " '' disables it)")
+@click.option("--renders", type=click.Path())
+@click.option("--features", type=click.Path(), help="teacher store for the 2D-teacher baseline")
+@click.option("--split", "split_json", type=click.Path(exists=True),
+              help="official FeatureNeRF <synset>.json: use its evaluation pairs")
+@click.option("--pairs", "n_pairs", type=int, default=50, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--eval-size", type=int, help="render feature maps at this size (upsampled)")
+@click.option("--n-coarse", type=int)
+@click.option("--n-importance", type=int)
+@click.option("--n-depth", type=int)
+@click.option("--nvs-objects", type=int, default=2, show_default=True)
+@click.option("--nvs-views", "n_views", type=int, default=4, show_default=True)
+@click.option("--cross-view-input", type=click.Choice(["source", "own"]), default="source",
+              show_default=True)
+@click.option("--device", default="auto", show_default=True)
+@click.option("--report-dir", type=click.Path())
+@user_errors
+def evaluate(**kwargs: Any) -> None:
+    """Keypoint / part transfer, novel views and baselines -> metrics.json and an HTML report."""
+    from pipeline.evaluation.stage import EvaluateConfig, run_evaluate_stage
+
+    cfg = EvaluateConfig(**{k: v for k, v in kwargs.items() if v is not None})
+    metrics = run_evaluate_stage(cfg)
+    keys = [k for k in metrics if ".pck@5." in k or ".miou." in k]
+    for k in sorted(keys):
+        v = metrics[k]
+        click.echo(f"{k:<60} {'-' if v is None else f'{v:.3f}'}")
+    click.echo(f"report: {cfg.report_dir}/index.html")
+
+
+@main.group("edit")
+def edit() -> None:
+    """3D editing with the feature field."""
+
+
+@edit.command("swap-texture")
+@click.option("--checkpoint", required=True, type=click.Path(exists=True),
+              help="run dir or .ckpt of a trained student")
+@click.option("--renders", required=True, type=click.Path(exists=True))
+@click.option("--a", "obj_a", required=True, help="object to edit (index or id)")
+@click.option("--b", "obj_b", required=True, help="object whose part appearance is copied")
+@click.option("--part", required=True, help="part name or label, e.g. seat")
+@click.option("--view", type=int, default=0, show_default=True)
+@click.option("--report-dir", type=click.Path(), default="reports/edit", show_default=True)
+@click.option("--device", default="auto", show_default=True)
+@user_errors
+def swap_texture_command(obj_a: str, obj_b: str, part: str, **kwargs: Any) -> None:
+    """Swap the appearance of one part from object B onto object A (paper's texture swap)."""
+    from pipeline.editing import swap_texture
+
+    def as_key(v: str) -> int | str:
+        return int(v) if v.isdigit() else v
+
+    out = swap_texture(obj_a=as_key(obj_a), obj_b=as_key(obj_b), part=as_key(part), **kwargs)
+    click.echo(f"swapped {out.get('n_swapped', '?')} pixels; report {kwargs['report_dir']}")
+
+
 if __name__ == "__main__":
     main()

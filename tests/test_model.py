@@ -335,7 +335,7 @@ def test_render_rays_backward_and_coord_weights_detached():
 
 
 def test_density_activation_options():
-    relu = _model(d_feature=0)
+    relu = _model(d_feature=0, density_activation="relu")
     soft = copy.deepcopy(relu)
     soft.config = ModelConfig(**{**relu.config.to_dict(), "density_activation": "softplus"})
     K, c2w = _cams(1, 1)

@@ -119,6 +119,7 @@ def expected_parts_and_keypoints(a: ShapeAsset) -> tuple[set[str], set[str]]:
         if meta["base"] == "disc":
             kps -= {k for k in kps if k.startswith("leg_")}
     elif a.category == "table":
+        parts.discard("drawer")  # a ShapeNet-Part label; procedural tables have no drawers
         if meta["support"] == "none":
             parts.discard("support")
         if meta["foot"] == "disc":
