@@ -138,6 +138,8 @@ def render(split_fractions: str, annotations: str, **kwargs: Any) -> None:
     from pipeline.render_stage import RenderStageConfig, run_render_stage
 
     kwargs["annotations"] = tuple(a.strip() for a in annotations.split(",") if a.strip())
+    for key in ("shapenet_root", "split_file"):  # "" (from params.yaml) means not given
+        kwargs[key] = kwargs.get(key) or None
     fractions = tuple(float(x) for x in split_fractions.split(","))
     if len(fractions) != 3:
         raise click.BadParameter(
