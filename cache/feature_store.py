@@ -170,16 +170,12 @@ class FeatureStore:
         return int(self.feat.shape[2]), int(self.feat.shape[3])
 
     def read(self, index: Any) -> np.ndarray:
-        return read_checked(self.feat, index, self.path, "feat")
+        return read_checked(self.feat, index, self.path, "feat", rerun="distill-cache")
 
     def read_views(self, index: int, views: np.ndarray) -> np.ndarray:
         """(V', h, w, D) features of several views of one object in one call."""
-        try:
-            return self.feat.oindex[index, [int(v) for v in views]]
-        except Exception as exc:
-            raise StoreError(f"{self.path}: features of object {index} could not be read "
-                             f"({type(exc).__name__}: {exc}); the store is corrupt - delete it "
-                             "and re-run distill-cache") from exc
+        return read_checked(self.feat, (index, [int(v) for v in views]), self.path, "feat",
+                            orthogonal=True, rerun="distill-cache")
 
     def pca(self) -> tuple[np.ndarray, np.ndarray] | None:
         if "pca_components" not in self.group:

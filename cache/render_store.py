@@ -234,15 +234,9 @@ class RenderStore:
 
     def read_views(self, name: str, index: int, views: np.ndarray) -> np.ndarray:
         """``array[name][index, views]`` for a list of views in one call (V', ...)."""
-        views = [int(v) for v in views]
-        array = self.array(name)
-        try:
-            return array.oindex[index, views]
-        except Exception as exc:
-            raise StoreError(f"{self.path}: array {name!r} could not be read for object {index} "
-                             f"({type(exc).__name__}: {exc}); the store is corrupt - delete it "
-                             "and re-run the render stage") from exc
+        return read_checked(self.array(name), (index, [int(v) for v in views]), self.path, name,
+                            orthogonal=True, rerun="the render stage")
 
     def read(self, name: str, index: Any) -> np.ndarray:
         """``array[name][index]`` with corrupt-chunk errors turned into StoreError."""
-        return read_checked(self.array(name), index, self.path, name)
+        return read_checked(self.array(name), index, self.path, name, rerun="the render stage")

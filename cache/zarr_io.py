@@ -80,12 +80,16 @@ def digest_arrays(*arrays: np.ndarray) -> str:
     return h.hexdigest()
 
 
-def read_checked(array: zarr.Array, selection: Any, store: str | Path, name: str) -> np.ndarray:
-    """Read ``array[selection]``; a corrupt chunk becomes a StoreError naming store and array."""
+def read_checked(
+    array: zarr.Array, selection: Any, store: str | Path, name: str, orthogonal: bool = False,
+    rerun: str = "the stage",
+) -> np.ndarray:
+    """Read ``array[selection]`` (``array.oindex[selection]`` if ``orthogonal``, for index
+    lists); a corrupt chunk becomes a StoreError naming the store, the array and ``rerun``."""
     try:
-        return array[selection]
+        return array.oindex[selection] if orthogonal else array[selection]
     except Exception as exc:
         raise StoreError(
             f"{store}: array {name!r} could not be read at {selection} "
-            f"({type(exc).__name__}: {exc}); the store is corrupt - delete it and re-run the stage"
+            f"({type(exc).__name__}: {exc}); the store is corrupt - delete it and re-run {rerun}"
         ) from exc

@@ -227,6 +227,10 @@ class FeatureNeRF(nn.Module):
             return torch.nn.functional.softplus(pre)
         return torch.relu(pre)
 
+    def use_encoded(self, views: EncodedViews) -> None:
+        """Make earlier :meth:`encode` output current again (no need to re-run the encoder)."""
+        self._views = views
+
     def _require_views(self) -> EncodedViews:
         if self._views is None:
             raise RuntimeError("call encode() before querying the model")

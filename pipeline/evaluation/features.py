@@ -217,16 +217,16 @@ class NerfRenderer:
     def encode(self, obj: int, input_view: int) -> None:
         """Encode object ``obj`` from its image at ``input_view`` (skipped if already current).
 
-        Encodings are kept in an LRU cache and restored into the model (``model._views``, the
-        state :meth:`FeatureNeRF.encode` sets) instead of re-running the image encoder.
+        Encodings are kept in an LRU cache and restored with :meth:`FeatureNeRF.use_encoded`
+        instead of re-running the image encoder.
         """
         key = (obj, input_view)
         if self._encoded == key:
             return
         cached = self._encodings.get(key)
-        if cached is not None and hasattr(self.model, "_views"):
+        if cached is not None:
             self._encodings.move_to_end(key)
-            self.model._views = cached
+            self.model.use_encoded(cached)
             self._encoded = key
             return
         K, c2w = self._camera(obj, input_view)

@@ -93,6 +93,18 @@ def pair_score(pck: np.ndarray, miou: float) -> float:
     return float(np.mean(vals)) if vals else float("nan")
 
 
+def record_method(res: TaskResult, visual: dict[str, Any], pair: Any, method: str, kp: Any,
+                  part: Any, pred_part: np.ndarray) -> float:
+    """Add one method's keypoint + part transfer of a pair to ``res`` and the pair's picture
+    data; returns its :func:`pair_score`."""
+    res.rows.append({"pair": asdict(pair), "method": method, "pck": kp.pck.tolist(),
+                     "miou": part.miou, "n_kp": kp.n_counted, "ious": part.ious,
+                     "errors": kp.errors.tolist()})
+    visual["methods"][method] = {"pred_kp": kp.pred, "pred_part": pred_part, "pck": kp.pck,
+                                 "miou": part.miou}
+    return pair_score(kp.pck, part.miou)
+
+
 def scaled_thresholds(image_size: int, thresholds: Sequence[float] = M.PCK_2D_THRESHOLDS,
                       reference: int = 128) -> tuple[float, ...]:
     """Pixel thresholds defined at ``reference`` px, scaled to ``image_size`` px."""
@@ -163,14 +175,10 @@ def run_2d_task(
             kp = M.keypoint_transfer_2d(smap, tmap, src.kp2d, trg.kp2d, counted, trg.fg,
                                         thresholds_px, src_fg=src.fg)
             part = M.part_transfer_2d(smap, tmap, src.part, trg.part, src.fg, trg.fg)
-            res.rows.append({"pair": asdict(pair), "method": source.name,
-                             "pck": kp.pck.tolist(), "miou": part.miou, "n_kp": kp.n_counted,
-                             "ious": part.ious, "errors": kp.errors.tolist()})
-            visual["methods"][source.name] = {"pred_kp": kp.pred, "pred_part":
-                                              part.pred.astype(np.int8), "pck": kp.pck,
-                                              "miou": part.miou}
+            score = record_method(res, visual, pair, source.name, kp, part,
+                                  part.pred.astype(np.int8))
             if k == 0:
-                primary = pair_score(kp.pck, part.miou)
+                primary = score
         visual["score"] = primary
         worst.push(primary, visual)
         if progress:
@@ -211,13 +219,9 @@ def run_3d_task(
                                         thresholds)
             part = M.part_transfer_3d(s[: n_pts["src"]], data["src"]["point_part"],
                                       t[: n_pts["trg"]], data["trg"]["point_part"])
-            res.rows.append({"pair": asdict(pair), "method": source.name,
-                             "pck": kp.pck.tolist(), "miou": part.miou, "n_kp": kp.n_counted,
-                             "ious": part.ious, "errors": kp.errors.tolist()})
-            visual["methods"][source.name] = {"pred_kp": kp.pred, "pred_part": part.pred,
-                                              "pck": kp.pck, "miou": part.miou}
+            score = record_method(res, visual, pair, source.name, kp, part, part.pred)
             if k == 0:
-                primary = pair_score(kp.pck, part.miou)
+                primary = score
         visual["score"] = primary
         worst.push(primary, visual)
         if progress:
