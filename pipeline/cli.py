@@ -138,7 +138,8 @@ def render(split_fractions: str, annotations: str, **kwargs: Any) -> None:
     from pipeline.render_stage import RenderStageConfig, run_render_stage
 
     kwargs["annotations"] = tuple(a.strip() for a in annotations.split(",") if a.strip())
-    for key in ("shapenet_root", "split_file"):  # "" (from params.yaml) means not given
+    for key in ("shapenet_root", "split_file", "keypointnet_root", "shapenet_part_root",
+                "partnet_root"):  # "" (from params.yaml) means not given
         kwargs[key] = kwargs.get(key) or None
     fractions = tuple(float(x) for x in split_fractions.split(","))
     if len(fractions) != 3:
@@ -179,7 +180,8 @@ def _parse_options(pairs: tuple[str, ...]) -> dict[str, Any]:
 
 @main.command("distill-cache")
 @click.option("--category", required=True)
-@click.option("--teacher", default="daisy", show_default=True, help="dino | ldm | daisy | oracle")
+@click.option("--teacher", default="effnet", show_default=True,
+              help="effnet | dino | ldm | daisy | oracle")
 @click.option("--renders", type=click.Path(), help="render store (default data/renders/<cat>.zarr)")
 @click.option("--out", type=click.Path(), help="default data/features/<teacher>/<category>.zarr")
 @click.option("--report-dir", type=click.Path())
@@ -270,7 +272,8 @@ def distill_cache(
 @click.option("--lr", type=float)
 @click.option("--feature-weight", type=float)
 @click.option("--coord-weight", type=float)
-@click.option("--backbone", type=click.Choice(["resnet18", "resnet34"]))
+@click.option("--backbone", type=click.Choice(["resnet18", "resnet34", "effnet-lite0"]),
+              help="image encoder (default: the profile's)")
 @click.option("--width", type=int)
 @click.option("--n-coarse", type=int)
 @click.option("--n-importance", type=int)
@@ -286,8 +289,15 @@ def distill_cache(
     default=None,
     help="ImageNet weights for the encoder (when they are available locally)",
 )
-@click.option("--profile", type=click.Choice(["default", "paper"]), default="default",
-              show_default=True, help="model/schedule preset (CPU-sized default or the paper's)")
+@click.option("--allow-random-encoder", is_flag=True, default=None,
+              help="train from a random encoder when the profile's pretrained weights are missing")
+@click.option("--coord-target", type=click.Choice(["self", "gt-surface"]),
+              help="coordinate-loss target: self-supervised (official) or the GT-depth surface "
+                   "point (a variant that uses ground-truth geometry)")
+@click.option("--profile", type=click.Choice(["default", "official", "paper"]),
+              default="default", show_default=True,
+              help="recipe preset: CPU-sized default, the released code's recipe, or the paper "
+                   "model with the project's fixes (deviations are saved in config.yaml)")
 @click.option("--resume/--no-resume", default=True, show_default=True)
 @click.option("--if-stale", type=click.Choice(["fail", "restart"]), default="fail",
               show_default=True, help="checkpoints made with another configuration")
@@ -321,18 +331,26 @@ def train_command(
               " '' disables it)")
 @click.option("--renders", type=click.Path())
 @click.option("--features", type=click.Path(), help="teacher store for the 2D-teacher baseline")
-@click.option("--split", "split_json", type=click.Path(exists=True),
-              help="official FeatureNeRF <synset>.json: use its evaluation pairs")
-@click.option("--pairs", "n_pairs", type=int, default=50, show_default=True)
+@click.option("--split", "split_json", type=click.Path(),
+              help="official FeatureNeRF <synset>.json: use its evaluation pairs ('' = none)")
+@click.option("--pairs", "n_pairs", type=int, default=200, show_default=True,
+              help="pairs per protocol (official json: its first N surviving pairs)")
+@click.option("--eval-views", type=int, default=8, show_default=True,
+              help="seeded pairs draw their views from this many of the 50 (0 = all)")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--eval-size", type=int, help="render feature maps at this size (upsampled)")
 @click.option("--n-coarse", type=int)
 @click.option("--n-importance", type=int)
 @click.option("--n-depth", type=int)
 @click.option("--nvs-objects", type=int, default=2, show_default=True)
-@click.option("--nvs-views", "n_views", type=int, default=4, show_default=True)
+@click.option("--nvs-views", "n_views", type=int, default=3, show_default=True)
 @click.option("--cross-view-input", type=click.Choice(["source", "own"]), default="source",
               show_default=True)
+@click.option("--protocol", type=click.Choice(["official", "project"]), default="official",
+              show_default=True,
+              help="primary metric protocol (plain metrics.json keys): the released scripts' "
+                   "per-pair logic or the project's refinements; both are always computed, the "
+                   "other under '<key>.<protocol>'")
 @click.option("--device", default="auto", show_default=True)
 @click.option("--report-dir", type=click.Path())
 @user_errors
@@ -340,9 +358,14 @@ def evaluate(**kwargs: Any) -> None:
     """Keypoint / part transfer, novel views and baselines -> metrics.json and an HTML report."""
     from pipeline.evaluation.stage import EvaluateConfig, run_evaluate_stage
 
+    kwargs["split_json"] = kwargs.get("split_json") or None  # "" from params.yaml: no json
+    if kwargs["split_json"] and not os.path.isfile(kwargs["split_json"]):
+        raise click.BadParameter(f"{kwargs['split_json']} does not exist", param_hint="--split")
     cfg = EvaluateConfig(**{k: v for k, v in kwargs.items() if v is not None})
     metrics = run_evaluate_stage(cfg)
-    keys = [k for k in metrics if ".pck@5." in k or ".miou." in k]
+    keys = [k for k, v in metrics.items() if (".pck@5." in k or ".miou." in k)
+            and ".ci_" not in k and ".diff." not in k and not isinstance(v, str)]
+    click.echo(f"primary protocol: {cfg.protocol} (other protocol: keys ending .<protocol>)")
     for k in sorted(keys):
         v = metrics[k]
         click.echo(f"{k:<60} {'-' if v is None else f'{v:.3f}'}")

@@ -76,6 +76,13 @@ CLI_OPTION_NAMES: dict[str, dict[str, str]] = {
         "device": "device",
         "dtype": "dtype",
     },
+    "effnet": {
+        "weights": "weights",
+        "model_id": "model_id",
+        "input_size": "input_size",
+        "device": "device",
+        "dtype": "dtype",
+    },
     "daisy": {"input_size": "input_size"},
     "oracle": {},
 }

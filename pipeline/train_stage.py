@@ -8,29 +8,87 @@ from typing import Any
 from pipeline.report import write_json
 from renderers.categories import resolve_category
 
+PROFILES = ("default", "official", "paper")
 
-def profile_config(profile: str):
-    """The TrainConfig of a named profile.
+#: keys that name a run or its inputs, not the recipe (ignored when listing deviations)
+_NOT_RECIPE = ("name", "category", "teacher", "profile", "deviations", "data.renders",
+               "data.features", "data.num_workers", "model.d_feature", "model.allow_random_encoder")
 
-    - ``paper``: the official recipe (ResNet-34 with ImageNet weights when available, width
-      512, 5 blocks, 64 + 16 + 16 samples, 4 objects x 128 rays, Adam 1e-4).
-    - ``default``: a CPU-sized model for the offline default pipeline (ResNet-18, width 128,
-      4 blocks, 24 + 8 + 8 samples, 4 objects x 96 rays, Adam 5e-4), minutes on 2 cores.
+
+def official_config():
+    """The released FeatureNeRF recipe as exactly as this code allows (``train/train.py``).
+
+    ReLU density, kaiming-initialised heads, no gradient clipping, fp32, target rays from all 50
+    views (source included), the ray-mean coordinate term with the self-supervised target (the
+    samples' own positions, no geometry), raw teacher features (no rescaling), lambda 0.25 /
+    0.25, Adam 1e-4 constant, 4 objects x 128 rays, bbox sampling until step 100k, ResNet-34
+    with ImageNet weights (required), width 512, 5 blocks, 64 + 16 + 16 samples, 600k steps.
     """
     from train.config import TrainConfig
 
     cfg = TrainConfig()
-    if profile == "paper":
-        cfg.steps, cfg.ckpt_every = 600_000, 500
+    cfg.steps, cfg.lr, cfg.ckpt_every = 600_000, 1e-4, 500
+    cfg.grad_clip, cfg.amp = 0.0, False
+    cfg.model.density_activation, cfg.model.zero_init_heads = "relu", False
+    cfg.model.backbone, cfg.model.pretrained_encoder = "resnet34", True
+    cfg.render.coord_reduce = "mean"
+    cfg.data.coord_target, cfg.data.feature_scale = "self", 1.0
+    cfg.data.objects_per_step, cfg.data.rays_per_object = 4, 128
+    cfg.data.n_target_views, cfg.data.bbox_until_step = 0, 100_000
+    return cfg
+
+
+def profile_config(profile: str):
+    """The TrainConfig of a named profile (every deviation from ``official`` is listed in the
+    saved ``config.yaml`` under ``deviations``, see :func:`deviations_from_official`).
+
+    - ``official``: :func:`official_config`.
+    - ``paper``: the official model and schedule with the project's training fixes: softplus
+      density (ReLU collapsed to zero density within a few Adam steps on our renders),
+      zero-initialised feature / coordinate heads, gradient clipping at 1, fp16 AMP on CUDA,
+      4 target views per object and step (less I/O), the opacity-weighted coordinate term and
+      teacher targets rescaled to unit RMS.
+    - ``default``: a CPU-sized model for the offline default pipeline: the paper profile with an
+      ImageNet EfficientNet-Lite0 encoder (the only pretrained weights available offline),
+      width 128, 4 blocks, 24 + 8 + 8 samples, 4 objects x 96 rays, Adam 5e-4.
+    """
+    cfg = official_config()
+    if profile not in PROFILES:
+        raise ValueError(f"unknown training profile {profile!r}; choose one of {PROFILES}")
+    cfg.profile = profile
+    if profile == "official":
         return cfg
-    if profile != "default":
-        raise ValueError(f"unknown training profile {profile!r}; choose default or paper")
+    cfg.grad_clip, cfg.amp = 1.0, True
+    cfg.model.density_activation, cfg.model.zero_init_heads = "softplus", True
+    cfg.render.coord_reduce = "weighted"
+    cfg.data.feature_scale, cfg.data.n_target_views = None, 4
+    if profile == "paper":
+        return cfg
     cfg.steps, cfg.lr, cfg.ckpt_every = 1200, 5e-4, 200
-    cfg.model.backbone, cfg.model.width, cfg.model.n_blocks = "resnet18", 128, 4
+    cfg.model.backbone, cfg.model.width, cfg.model.n_blocks = "effnet-lite0", 128, 4
     cfg.model.combine_layer = 2
     cfg.render.n_coarse, cfg.render.n_importance, cfg.render.n_depth = 24, 8, 8
     cfg.data.objects_per_step, cfg.data.rays_per_object = 4, 96
     return cfg
+
+
+def deviations_from_official(cfg) -> list[str]:
+    """``key: official -> value`` for every recipe setting of ``cfg`` that differs from
+    :func:`official_config` (schedule and naming keys excluded)."""
+    from train.trainer import config_changes
+
+    official = official_config().to_dict()
+    current = cfg.to_dict()
+    out = []
+    for key in config_changes(official, current):
+        if key in _NOT_RECIPE:
+            continue
+        a, b = official, current
+        for part in key.split("."):
+            a, b = a.get(part) if isinstance(a, dict) else None, b.get(part) if isinstance(
+                b, dict) else None
+        out.append(f"{key}: {a!r} -> {b!r}")
+    return out
 
 
 def build_train_config(
@@ -71,6 +129,8 @@ def build_train_config(
         "backbone": (cfg.model, "backbone"),
         "width": (cfg.model, "width"),
         "pretrained": (cfg.model, "pretrained_encoder"),
+        "allow_random_encoder": (cfg.model, "allow_random_encoder"),
+        "coord_target": (cfg.data, "coord_target"),
         "n_coarse": (cfg.render, "n_coarse"),
         "n_importance": (cfg.render, "n_importance"),
         "n_depth": (cfg.render, "n_depth"),
@@ -81,6 +141,7 @@ def build_train_config(
             setattr(target, attr, value)
     if cfg.loss.coord == 0:
         cfg.model.predict_coord = False
+    cfg.deviations = deviations_from_official(cfg)
     return cfg
 
 
@@ -89,6 +150,7 @@ def run_train_stage(cfg, resume: bool = True, if_stale: str = "fail") -> dict[st
     from train.trainer import train
 
     summary = train(cfg, resume=resume, if_stale=if_stale)
+    visits = summary["object_visits"]
     metrics = {
         "name": cfg.name,
         "steps": summary["steps"],
@@ -97,6 +159,12 @@ def run_train_stage(cfg, resume: bool = True, if_stale: str = "fail") -> dict[st
         "resumed_from": summary["start_step"],
         "loss_first": summary["first"],
         "loss_last": summary["last"],
+        "objects_trained": len(visits),
+        "objects_never_visited": int(sum(v == 0 for v in visits.values())),
+        "object_visits_min": min(visits.values()),
+        "object_visits_max": max(visits.values()),
+        "deviations_from_official": len(cfg.deviations),
     }
+    write_json(cfg.run_dir / "object_visits.json", {"store_index_to_visits": visits})
     write_json(Path(cfg.runs_dir).parent / "reports" / "train" / cfg.name / "metrics.json", metrics)
     return summary

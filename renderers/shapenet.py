@@ -503,7 +503,8 @@ def select_models(
             ``train|val|test.txt`` (lines ``<synset>-<id>``), or a folder holding either; None:
             every model on disk with :func:`hash_split`.
         split: ``"train"``, ``"val"``, ``"test"`` or ``"all"``/None.
-        n_objects: keep the first n present models (file order; sorted ids without a file).
+        n_objects: keep at most n present models of each split (file order, sorted ids without
+            a file; see :func:`cap_per_split` for the test split of a FeatureNeRF json).
 
     Returns:
         ModelSelection; ids listed in the split file but absent on disk are in ``missing``.
@@ -513,7 +514,8 @@ def select_models(
     if split_file is None:
         wanted = _wanted(split)
         models = [(m, s) for m in root.model_ids(sid) if (s := hash_split(m)) in wanted]
-        return ModelSelection(models[:n_objects] if n_objects is not None else models)
+        return ModelSelection(cap_per_split(models, n_objects) if n_objects is not None
+                              else models)
     split_file = Path(split_file)
     requested, flags = _requested(split_file, sid, split)  # validate the file before the disk
     present, seen = set(root.model_ids(sid)), set()
@@ -524,5 +526,36 @@ def select_models(
         seen.add(mid)
         (models if mid in present else missing).append((mid, s))
     if n_objects is not None:
-        models = models[:n_objects]
+        models = cap_per_split(models, n_objects, _pair_counts(split_file, sid))
     return ModelSelection(models, missing, str(split_file), flags)
+
+
+def _pair_counts(split_file: Path, synset: str) -> dict[str, int]:
+    """How often each object appears in a FeatureNeRF json's evaluation pairs ({} otherwise)."""
+    if split_file.is_dir():
+        split_file = split_file / f"{synset}.json"
+    if split_file.suffix != ".json" or not split_file.is_file():
+        return {}
+    data = json.loads(split_file.read_text())
+    counts: dict[str, int] = {}
+    for p in data.get("cross_inst_pairs", []):
+        for k in ("src", "trg"):
+            counts[str(p[k])] = counts.get(str(p[k]), 0) + 1
+    for p in data.get("cross_view_pairs", []):
+        counts[str(p["model_id"])] = counts.get(str(p["model_id"]), 0) + 1
+    return counts
+
+
+def cap_per_split(models: list[tuple[str, str]], n: int, pair_counts: dict[str, int] | None = None
+                  ) -> list[tuple[str, str]]:
+    """At most ``n`` models of each split, in their order; test models that appear most often in
+    the official evaluation pairs come first (so a capped test split keeps as many official pairs
+    as possible; ties keep file order)."""
+    counts = pair_counts or {}
+    out: list[tuple[str, str]] = []
+    for split in SPLITS:
+        of_split = [m for m in models if m[1] == split]
+        if split == "test" and counts:
+            of_split = sorted(of_split, key=lambda m: -counts.get(m[0], 0))  # stable
+        out += of_split[:n]
+    return out

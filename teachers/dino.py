@@ -1,7 +1,9 @@
 """DINO ViT teacher (FeatureNeRF recipe): keys of block 9 of ViT-S/8 at 256 px -> 32x32x384.
 
 Pipeline per batch: uint8 RGB -> [0, 1] -> ImageNet mean/std -> bilinear resize to
-``input_size`` (align_corners=False; antialiased only when shrinking) -> timm ViT with
+``input_size`` (align_corners=False, no antialias: the released ``generate_dino_feat.py`` calls
+``F.interpolate(imgs, size, mode="bilinear")``; ``antialias=True`` antialiases when shrinking,
+e.g. 512 px -> 256 px) -> timm ViT with
 ``dynamic_img_size=True`` -> patch embed + position embedding -> blocks ``0 .. layer-1`` ->
 only ``norm1`` + ``qkv`` of block ``layer`` (stop early), where a forward hook on
 ``blocks[layer].attn.qkv`` (or on the block itself for facet "token") captures the facet ->
@@ -183,6 +185,8 @@ class DinoTeacher(Teacher):
         model_kwargs: extra ``timm.create_model`` options (e.g. ``depth=2`` for tests).
         pos_interp: "dino" (official position-embedding interpolation) or "timm".
         zero_bg: zero background cells (see :func:`teachers.base.zero_background`).
+        antialias: antialias the bilinear resize when shrinking inputs larger than
+            ``input_size`` (default False = the released behaviour; in the identity).
     """
 
     name = "dino"
@@ -202,6 +206,7 @@ class DinoTeacher(Teacher):
         model_kwargs: dict[str, Any] | None = None,
         pos_interp: str = "dino",
         zero_bg: bool = True,
+        antialias: bool = False,
     ) -> None:
         import torch
 
@@ -220,6 +225,7 @@ class DinoTeacher(Teacher):
         self.seed = int(seed)
         self.model_kwargs = dict(model_kwargs or {})
         self.zero_bg = zero_bg
+        self.antialias = bool(antialias)
         self.model, self.weights_id, self.weights_sha256 = self._build(weights)
         self.model.eval().requires_grad_(False).to(self._device)
 
@@ -327,6 +333,7 @@ class DinoTeacher(Teacher):
             channel_order="head-major" if self.facet != "token" else "embed",
             input_size=self.input_size,
             resize="bilinear",
+            antialias=self.antialias,
             stride=self.patch_size[0],
             normalize={"mean": list(self.mean), "std": list(self.std)},
             prefix_tokens="dropped",
@@ -351,7 +358,8 @@ class DinoTeacher(Teacher):
         size = (self.input_size, self.input_size)
         if tuple(x.shape[-2:]) != size:
             shrink = x.shape[-2] > size[0] or x.shape[-1] > size[1]
-            x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=shrink)
+            x = F.interpolate(x, size=size, mode="bilinear", align_corners=False,
+                              antialias=self.antialias and shrink)
         return x
 
     def forward_tensor(self, x: Any) -> Any:

@@ -23,6 +23,10 @@ _CLASSES: dict[str, tuple[str, str]] = {
         "teachers.ldm:LdmTeacher",
         "Stable Diffusion UNet up_blocks[2]+[3] at t=100 -> 960 channels (diffusers)",
     ),
+    "effnet": (
+        "teachers.effnet:EffNetTeacher",
+        "ImageNet EfficientNet-Lite0 stride-8 + stride-16 blocks at 256 px -> 32x32x152 (offline)",
+    ),
     "daisy": (
         "teachers.daisy:DaisyTeacher",
         "dense DAISY + Lab colour descriptors, no weights, fast on CPU (CI default)",

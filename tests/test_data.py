@@ -56,6 +56,26 @@ def test_sampler_is_deterministic_and_ranks_disjoint(tiny_stores):
     assert list(resumed)[0] == StepSampler(3, cfg, 0, 0, 4).batch(2)
 
 
+@pytest.mark.parametrize("n, world", [(100, 1), (100, 2), (37, 3), (5, 2)])
+def test_sampler_visits_every_object_evenly(n, world):
+    """n much larger than objects_per_step x world: every object is drawn, evenly; ranks get
+    disjoint objects in every step (when there are enough objects)."""
+    cfg = DataConfig(objects_per_step=4)
+    b = cfg.objects_per_step
+    steps = 30 * max(1, n // (b * world))
+    ranks = [StepSampler(n, cfg, seed=3, start=0, end=steps, rank=r, world=world)
+             for r in range(world)]
+    counts = np.zeros(n, int)
+    for batches in zip(*ranks, strict=True):
+        picks = [k.position for batch in batches for k in batch]
+        np.add.at(counts, picks, 1)
+        if n >= b * world:
+            assert len(set(picks)) == len(picks)  # disjoint across ranks, no repeats
+    assert (counts > 0).all(), f"objects never drawn: {np.flatnonzero(counts == 0)[:10]}"
+    assert counts.max() - counts.min() <= max(3, 0.2 * counts.mean())
+    np.testing.assert_array_equal(counts, ranks[0].visit_counts())
+
+
 def test_loader_with_spawned_workers_matches_in_process(tiny_stores):
     cfg = config(tiny_stores)
     ds = RayBatchDataset(cfg)

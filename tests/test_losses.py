@@ -145,3 +145,21 @@ def test_sample_feature_targets_non_square():
     uv = torch.tensor([[[5.0, 5.0], [55.0, 35.0], [15.0, 25.0]]])
     out = sample_feature_targets(feat, uv, (40, 60))
     torch.testing.assert_close(out[0], torch.stack([feat[0, 0, 0], feat[0, 3, 5], feat[0, 2, 1]]))
+
+
+def test_gt_surface_target_is_scaled_by_the_reduction_weight():
+    """Weighted coordinates on a partly opaque ray: a head predicting the true point at every
+    sample (c_i = y) gives coord = opacity * y; compared with opacity * y the loss is 0, while the
+    unscaled target would push c towards y / opacity."""
+    out = _outputs()
+    y = torch.randn(2, 5, 3)
+    op = torch.rand(2, 5) * 0.8 + 0.1
+    for p in ("coarse", "fine"):
+        out[p]["coord"] = op[..., None] * y
+        out[p]["coord_norm"] = op
+    tgt = {"rgb": torch.rand(2, 5, 3), "feature": torch.randn(2, 5, 6), "coord": y}
+    _, terms = featurenerf_loss(out, tgt)
+    assert terms["coord_coarse"].item() < 1e-12 and terms["coord_fine"].item() < 1e-12
+    del out["coarse"]["coord_norm"]
+    _, terms = featurenerf_loss(out, tgt)
+    assert terms["coord_coarse"].item() > 1e-3

@@ -165,3 +165,100 @@ def test_source_keypoints_on_background_read_the_nearest_foreground_pixel():
     uv = kp_uv([(3.5, 5.5)])  # just left of the object: background pixel (col 3)
     snapped = M.keypoint_transfer_2d(fmap, fmap, uv, uv, np.ones(1, bool), fg, src_fg=fg)
     assert snapped.pred.tolist() == [[4.5, 5.5]] and snapped.errors[0] == 1.0
+
+
+# ---------------------------------------------------------------- protocols
+
+
+def test_nearest_neighbours_equals_float64_first_argmax():
+    rng = np.random.default_rng(1)
+    keys = rng.normal(size=(300, 16)).astype(np.float32)
+    keys[50:60] = keys[40:50] * 3  # exact cosine ties with earlier rows
+    keys[100] = 0.0  # zero key: cosine 0
+    query = np.concatenate([rng.normal(size=(200, 16)), keys[45:55], np.zeros((2, 16))])
+    q = query / np.maximum(np.linalg.norm(query, axis=1, keepdims=True), 1e-6)
+    k = keys / np.maximum(np.linalg.norm(keys.astype(np.float64), axis=1, keepdims=True), 1e-6)
+    expected = M.first_argmax(q @ k.T)
+    for chunk in (None, 1, 7):
+        np.testing.assert_array_equal(M.nearest_neighbours(query, keys, chunk), expected)
+    assert (M.nearest_neighbours(keys[50:60], keys) == np.arange(40, 50)).all()  # first wins
+    assert (M.nearest_neighbours(np.zeros((2, 16)), keys) == 0).all()
+
+
+def test_foreground_per_protocol():
+    part = np.full((3, 3), -1)
+    alpha = np.zeros((3, 3))
+    alpha[1, 1:] = 255
+    assert not M.foreground(part, alpha, "official").any()  # released: no labels, no fg
+    assert (M.foreground(part, alpha, "project") == (alpha > 0)).all()
+    part[0, 0] = 1
+    for protocol in M.PROTOCOLS:
+        assert M.foreground(part, alpha, protocol).sum() == 1
+    with pytest.raises(ValueError, match="protocol must be one of"):
+        M.foreground(part, alpha, "paper")
+
+
+def test_project_2d_snaps_falls_back_to_alpha_and_keeps_partial_scores():
+    fmap = one_hot_map()
+    part = np.full((H, W), -1)
+    part[4:8, 4:8] = 0
+    uv = kp_uv([(3.5, 5.5)])  # background pixel next to the object
+    one = np.ones(1, bool)
+    res = M.pair_2d_protocols(fmap, fmap, part, part, uv, uv, one)
+    assert set(res) == {"official", "project"}
+    assert res["project"].kp.pred.tolist() == [[4.5, 5.5]]  # snapped, 1 px off
+    # official reads the own (bg) pixel, whose code is orthogonal to every target foreground
+    # pixel: all cosines tie at 0 and the first foreground pixel (row 4, col 4) wins
+    assert res["official"].kp.pred.tolist() == [[4.5, 4.5]]
+    assert res["project"].kp.errors[0] == 1.0
+    assert res["project"].part.miou == res["official"].part.miou == 1.0
+    # unlabelled views: official drops the pair, project uses the alpha foreground
+    empty = np.full((H, W), -1)
+    alpha = (part >= 0).astype(np.uint8) * 255
+    res = M.pair_2d_protocols(fmap, fmap, empty, empty, uv, uv, one, src_alpha=alpha,
+                              trg_alpha=alpha)
+    assert res["official"].dropped == M.EMPTY_SOURCE_FG
+    proj = res["project"]
+    assert proj.dropped is None and proj.kp.n_counted == 1
+    assert proj.part_dropped == M.NO_SHARED_PART and np.isnan(proj.part.miou)
+    # no counted keypoint: official drops the pair, project keeps the part score
+    res = M.pair_2d_protocols(fmap, fmap, part, part, uv, uv, np.zeros(1, bool))
+    assert res["official"].dropped == M.NO_SHARED_KP
+    assert res["project"].kp_dropped == M.NO_SHARED_KP and res["project"].part.miou == 1.0
+    # an empty target foreground drops the pair under both protocols
+    res = M.pair_2d_protocols(fmap, fmap, part, empty, uv, uv, one)
+    assert {p: r.dropped for p, r in res.items()} == {"official": M.EMPTY_TARGET_FG,
+                                                       "project": M.EMPTY_TARGET_FG}
+    assert M.pair_2d(fmap, fmap, part, part, uv, uv, one, protocol="project").protocol == "project"
+
+
+def test_project_3d_uses_labelled_points_and_names_what_it_cannot_score():
+    feats = np.eye(4)
+    labels = np.array([0, 1, -1, -1])
+    kp = np.zeros((1, 3))
+    one = np.ones(1, bool)
+    res = M.pair_3d(feats, labels, feats, labels, feats[:1], feats, np.zeros((4, 3)), kp, one,
+                    "project")
+    assert res.part.miou == 1.0 and res.part.pred.tolist() == [0, 1, -1, -1]
+    off = M.pair_3d(feats, labels, feats, labels, feats[:1], feats, np.zeros((4, 3)), kp, one,
+                    "official")
+    assert off.part.miou == 1.0 and off.part.pred.tolist() == [0, 1, -1, -1]
+    none = np.full(4, -1)
+    res = M.pair_3d(feats, none, feats, labels, feats[:1], feats[:0], np.zeros((0, 3)), kp, one,
+                    "project")
+    assert res.dropped is None and res.part_dropped == M.NO_LABELLED_SOURCE
+    assert res.kp_dropped == M.NO_CANDIDATES
+    res = M.pair_3d(feats, labels, feats, none, feats[:1], feats, np.zeros((4, 3)), kp,
+                    np.zeros(1, bool), "project")
+    assert res.part_dropped == M.NO_LABELLED_TARGET and res.kp_dropped == M.NO_SHARED_KP
+    off = M.pair_3d(feats, labels, feats, labels, feats[:1], feats[:0], np.zeros((0, 3)), kp,
+                    one, "official")
+    assert off.dropped == M.NO_CANDIDATES and np.isnan(off.part.miou)
+
+
+def test_released_mean_propagates_nan():
+    assert M.released_mean([0.5, 1.0]) == 0.75
+    assert np.isnan(M.released_mean([0.5, np.nan]))
+    assert np.isnan(M.released_mean([]))
+    np.testing.assert_array_equal(M.released_mean(np.array([[1.0, 0.0], [0.0, 0.0]])),
+                                  [0.5, 0.0])

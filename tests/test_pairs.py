@@ -4,10 +4,13 @@ import json
 
 from pipeline.evaluation.pairs import (
     CrossInstancePair,
+    CrossInstanceViewPair,
     CrossViewPair,
+    eval_view_subset,
     make_pairs,
     pairs_from_split,
     sample_cross_instance,
+    sample_cross_instance_views,
     sample_cross_view,
 )
 
@@ -73,3 +76,24 @@ def test_split_json_without_matching_objects_falls_back_to_seeded(tmp_path):
     assert ps.source == "seeded" and "no pair" in ps.note
     assert len(ps.cross_view) == 4 and len(ps.cross_instance) == 4
     assert ps.cross_view == make_pairs(IDS, TEST, 10, n_pairs=4, seed=1).cross_view
+
+
+def test_cross_instance_across_views_pairs_differ_in_object_and_view():
+    pairs = sample_cross_instance_views(TEST, [0, 5, 9], 40, seed=1)
+    assert pairs == sample_cross_instance_views(TEST, [0, 5, 9], 40, seed=1)
+    assert len(set(pairs)) == 36  # all of 3 x 2 ordered objects x 3 x 2 ordered views
+    for p in pairs:
+        assert isinstance(p, CrossInstanceViewPair)
+        assert p.src != p.trg and p.src_view != p.trg_view
+        assert {p.src_view, p.trg_view} <= {0, 5, 9}
+    assert sample_cross_instance_views([1], 5, 10, seed=0) == []
+
+
+def test_view_subset_restricts_every_seeded_protocol():
+    views = eval_view_subset(50, 8)
+    assert len(views) == 8 and views[0] == 0 and views[-1] == 49
+    assert eval_view_subset(50, 0) == list(range(50))
+    ps = make_pairs(IDS, TEST, 50, 30, seed=0, eval_views=8)
+    used = ({p.view for p in ps.cross_instance} | {p.src_view for p in ps.cross_view}
+            | {p.trg_view for p in ps.cross_view} | {p.src_view for p in ps.cross_instance_views})
+    assert used <= set(views) and len(ps.cross_instance_views) == 30

@@ -225,8 +225,8 @@ def test_select_from_featurenerf_json_with_missing_id(tmp_path: Path,
     assert sel.models == [(fx.UUID_ID, "train"), (fx.SHORT_ID, "val"), (fx.MODEL_ID, "test")]
     assert sel.missing == [("gone0", "train"), ("gone1", "test")]
     assert sel.valid_for_test == {fx.MODEL_ID: True, "gone1": True}
-    assert select_models(trees[0], "chair", tmp_path, "all", n_objects=2).ids == [
-        fx.UUID_ID, fx.SHORT_ID]  # folder holding <synset>.json
+    assert select_models(trees[0], "chair", tmp_path, "all", n_objects=1).ids == [
+        fx.UUID_ID, fx.SHORT_ID, fx.MODEL_ID]  # folder holding <synset>.json; 1 per split
     with pytest.raises(AssetError, match="is for synset 03001627, not 04379243"):
         select_models(trees[0], fx.TABLE, split)
 
@@ -251,7 +251,22 @@ def test_deterministic_split_without_file(trees: tuple[Path, Path]) -> None:
     assert sorted(everything.ids) == sorted([fx.MODEL_ID, fx.SHORT_ID, fx.UUID_ID])
     assert everything.missing == [] and everything.source == "hash"
     assert all(s == hash_split(m) for m, s in everything)
-    assert select_models(trees[0], "chair", split="all", n_objects=1).models == \
-        everything.models[:1]
+    capped = select_models(trees[0], "chair", split="all", n_objects=1).models
+    assert capped == [next(m for m in everything.models if m[1] == s) for s in
+                      ("train", "val", "test") if any(x[1] == s for x in everything.models)]
     with pytest.raises(AssetError, match="unknown split 'dev'"):
         select_models(trees[0], "chair", split="dev")
+
+
+def test_cap_per_split_keeps_test_objects_of_the_official_pairs() -> None:
+    """With a cap, a split file listing thousands of train ids first must still give test
+    objects, and the test objects kept are those most used by the evaluation pairs."""
+    from renderers.shapenet import cap_per_split
+
+    models = [(f"tr{i}", "train") for i in range(50)] + [("va0", "val")] + [
+        (f"te{i}", "test") for i in range(6)]
+    counts = {"te4": 9, "te1": 5, "te5": 5}
+    kept = cap_per_split(models, 3, counts)
+    assert [m for m, s in kept if s == "train"] == ["tr0", "tr1", "tr2"]
+    assert [m for m, s in kept if s == "test"] == ["te4", "te1", "te5"]
+    assert ("va0", "val") in kept

@@ -32,6 +32,9 @@ class TrainConfig:
     """Everything that defines a training run."""
 
     name: str = "chair-daisy"
+    profile: str = "custom"
+    # settings that differ from the official recipe, "key: official -> value" (informational)
+    deviations: list[str] = field(default_factory=list)
     category: str = "chair"
     teacher: str | None = "daisy"
     steps: int = 200

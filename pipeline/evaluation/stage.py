@@ -17,6 +17,13 @@ skipped methods/metrics with reasons, pair source), ``pairs.json``, ``pairs_<tas
 
 2D PCK thresholds are defined at 128x128 (2.5/5/7.5/10 px) and scaled with the image size for
 other resolutions; keys always name the 128-px value.
+
+Metric protocols (``EvaluateConfig.protocol``, :mod:`pipeline.evaluation.metrics`): every pair
+is scored from the same maps under ``official`` (the released scripts) and ``project`` (the
+refinements). The primary protocol (default official) owns the plain keys, ``plots/`` and
+``pairs_<task>.json``; the other gets ``<key>.<protocol>`` and ``pairs_<task>.<protocol>.json``.
+Dropped pairs (where the released code would raise) and pairs kept without a score are counted
+per reason in summary.json ``protocols``, never skipped silently.
 """
 
 from __future__ import annotations
@@ -32,6 +39,11 @@ import numpy as np
 from cache.feature_store import FeatureStore
 from cache.render_store import RenderStore
 from cache.zarr_io import StoreError
+from pipeline.evaluation.controls import (
+    CONTROL_NAMES,
+    PixelPositionSource,
+    RenderedCoordinateSource,
+)
 from pipeline.evaluation.features import (
     FeatureSource,
     NerfRenderer,
@@ -40,6 +52,7 @@ from pipeline.evaluation.features import (
     resolve_checkpoint,
     resolve_device,
 )
+from pipeline.evaluation.metrics import PROJECT_REFINEMENTS, PROTOCOLS
 from pipeline.evaluation.pairs import PairSet, make_pairs
 from pipeline.evaluation.tasks import (
     NvsResult,
@@ -52,8 +65,12 @@ from pipeline.evaluation.tasks import (
 )
 from pipeline.report import write_json
 
-ALL_TASKS = ("cross_view", "cross_instance", "3d", "nvs")
-ALL_METHODS = ("student_internal", "student_feature", "teacher_2d", "pixelnerf_internal")
+ALL_TASKS = ("cross_view", "cross_instance", "cross_instance_views", "3d", "nvs")
+ALL_METHODS = ("student_internal", "student_feature", "teacher_2d", "pixelnerf_internal",
+               *CONTROL_NAMES)
+#: 2D tasks: name -> the PairSet attribute holding their pairs
+PAIR_TASKS = {"cross_instance": "cross_instance", "cross_view": "cross_view",
+              "cross_instance_views": "cross_instance_views"}
 
 
 @dataclass
@@ -74,11 +91,19 @@ class EvaluateConfig:
         split_json: official ``<synset>.json`` with the eval pairs (used when its objects are
             in the store's test split); otherwise ``n_pairs`` seeded pairs.
         n_pairs, seed: pairs per task (official 1000) and their seed.
+        eval_views: seeded pairs draw their views from this many views spread over the 50
+            (0 = all); fewer views share more maps between pairs (the cost is per map).
+        cache_maps: rendered maps kept per NeRF (a map shared by pairs is rendered once).
         eval_size: render resolution of the feature maps (None = image size, official); lower
             values are upsampled bilinearly to the image size before matching.
         n_coarse, n_importance, n_depth, chunk: rendering overrides (None = checkpoint's).
         fg_only: render only the rays the metrics read (exact; see features.py).
         cross_view_input: "source" (official: both maps from the source image) or "own".
+        protocol: the PRIMARY metric protocol, "official" (default: the released scripts'
+            per-pair logic, for the paper recipe and comparison with published numbers) or
+            "project" (the refinements, see :mod:`pipeline.evaluation.metrics`). Both are
+            computed from the same maps; the primary's numbers take the plain metrics.json keys,
+            the other's the same keys with a ``.<protocol>`` suffix segment.
         n_views, nvs_objects, nvs_input_view: NVS target views per object, objects, input view.
         tasks, methods: subsets of ALL_TASKS / ALL_METHODS.
         progress: print progress lines to stderr.
@@ -96,6 +121,8 @@ class EvaluateConfig:
     split_json: str | None = None
     n_pairs: int = 50
     seed: int = 0
+    eval_views: int = 0
+    cache_maps: int = 64
     eval_size: int | None = None
     n_coarse: int | None = None
     n_importance: int | None = None
@@ -103,6 +130,7 @@ class EvaluateConfig:
     chunk: int | None = None
     fg_only: bool = True
     cross_view_input: str = "source"
+    protocol: str = "official"
     n_views: int = 4
     nvs_objects: int = 2
     nvs_input_view: int = 0
@@ -139,6 +167,13 @@ class EvaluateConfig:
                              f"methods: {ALL_METHODS}")
         if self.cross_view_input not in ("source", "own"):
             raise ValueError("cross_view_input must be 'source' or 'own'")
+        if self.protocol not in PROTOCOLS:
+            raise ValueError(f"protocol must be one of {PROTOCOLS}, got {self.protocol!r}")
+
+    @property
+    def protocols(self) -> tuple[str, ...]:
+        """Every metric protocol, the primary (``protocol``) first."""
+        return (self.protocol, *(p for p in PROTOCOLS if p != self.protocol))
 
 
 def run_name(path: str | Path) -> str:
@@ -175,20 +210,27 @@ def build_methods(cfg: EvaluateConfig, store: RenderStore, device: str) -> Metho
     """Load the student (required), the teacher store and pixelNeRF (optional, else skipped)."""
     overrides = {"n_coarse": cfg.n_coarse, "n_importance": cfg.n_importance,
                  "n_depth": cfg.n_depth, "chunk": cfg.chunk}
-    kw = {"eval_size": cfg.eval_size, "device": device, "fg_only": cfg.fg_only, **overrides}
+    kw = {"eval_size": cfg.eval_size, "device": device, "fg_only": cfg.fg_only,
+          "cache_size": cfg.cache_maps, **overrides}
     student = NerfRenderer.from_checkpoint(cfg.run, store, **kw)
     skipped: dict[str, str] = {}
     notes: list[str] = []
     if student.state_info.get("render_fingerprint") not in (None, store.fingerprint):
         notes.append("the student was trained on another render store (fingerprint differs)")
+    # a student whose coordinate loss saw ground-truth depth is a variant, never the headline
+    tag = "_gt_geometry" if student.state_info.get("coord_target") == "gt-surface" else ""
+    if tag:
+        notes.append("the student was trained with the gt-surface coordinate target (uses "
+                     "ground-truth depth, which the baselines do not get): its rows are named "
+                     "*_gt_geometry and are not headline results")
     sources: list[FeatureSource] = []
     renderers = {"student": student}
     want = set(cfg.methods)
     if "student_internal" in want:
-        sources.append(NerfSource("student_internal", student, "internal"))
+        sources.append(NerfSource(f"student_internal{tag}", student, "internal"))
     if "student_feature" in want:
         if student.has_feature:
-            sources.append(NerfSource("student_feature", student, "feature"))
+            sources.append(NerfSource(f"student_feature{tag}", student, "feature"))
         else:
             skipped["student_feature"] = "the student checkpoint has no distilled feature head"
     teacher = None
@@ -215,7 +257,41 @@ def build_methods(cfg: EvaluateConfig, store: RenderStore, device: str) -> Metho
             renderers["pixelnerf"] = pix
             sources.append(NerfSource("pixelnerf_internal", pix, "internal",
                                       kind="pixelnerf-internal"))
+    _add_controls(cfg, store, kw, student, sources, renderers, skipped)
     return Methods(sources, renderers, teacher, skipped, notes)
+
+
+def init_checkpoint(run: str | Path) -> Path:
+    """The step-0 checkpoint of a run dir or of a ``.ckpt`` inside one (``<run>/init.ckpt``)."""
+    from train.trainer import INIT_CKPT
+
+    p = Path(run)
+    if p.suffix == ".ckpt":
+        p = p.parent.parent if p.parent.name == "checkpoints" else p.parent
+    return p / INIT_CKPT
+
+
+def _add_controls(cfg: EvaluateConfig, store: RenderStore, kw: dict[str, Any],
+                  student: NerfRenderer, sources: list[FeatureSource],
+                  renderers: dict[str, NerfRenderer], skipped: dict[str, str]) -> None:
+    """The controls of :mod:`pipeline.evaluation.controls` that ``cfg.methods`` asks for."""
+    want = set(cfg.methods)
+    if "untrained_internal" in want:
+        init = init_checkpoint(cfg.run)
+        if init.is_file():
+            untrained = NerfRenderer.from_checkpoint(init, store, **kw)
+            renderers["untrained"] = untrained
+            sources.append(NerfSource("untrained_internal", untrained, "internal",
+                                      kind="control"))
+        else:
+            skipped["untrained_internal"] = (f"{init} is missing (runs trained before the "
+                                             "step-0 control existed); retrain to get it")
+    if "coord_depth" in want:
+        sources.append(RenderedCoordinateSource(student))
+    if "pixel_xy" in want:
+        sources.append(PixelPositionSource(store))
+    if "pixel_bbox_xy" in want:
+        sources.append(PixelPositionSource(store, relative_to_bbox=True))
 
 
 def flat_metrics(
@@ -224,17 +300,26 @@ def flat_metrics(
     nvs: NvsResult | None,
     pairs: PairSet,
 ) -> dict[str, float | int | None]:
-    """Flat ``<category>.<task>.<metric>.<method>`` keys (NaN -> None)."""
+    """Flat ``<category>.<task>.<metric>.<method>`` keys (NaN -> None) for each task's primary
+    protocol; its other protocols get the same keys with a ``.<protocol>`` suffix segment. Per
+    metric also ``<category>.<group>.<kp|part><dim>.n_dropped.<method>[.<protocol>]``: pairs
+    without that score (dropped pairs + pairs kept without it; reasons in summary.json)."""
     out: dict[str, Any] = {}
     names = {"cross_view": ("cross_view", "2d"), "cross_instance": ("cross_instance", "2d"),
+             "cross_instance_views": ("cross_instance_views", "2d"),
              "3d": ("cross_instance", "3d")}
     for task, res in results.items():
         group, dim = names[task]
-        for method, s in res.summary().items():
-            for t, v in zip(res.thresholds, s["pck"], strict=True):
-                out[f"{category}.{group}.kp{dim}.pck@{_fmt(t)}.{method}"] = _clean(v)
-            out[f"{category}.{group}.part{dim}.miou.{method}"] = _clean(s["miou"])
-        n = len(pairs.cross_view if task == "cross_view" else pairs.cross_instance)
+        for k, protocol in enumerate(res.protocols):
+            suffix = f".{protocol}" if k else ""
+            for method, s in res.summary(protocol).items():
+                for t, v in zip(res.thresholds, s["pck"], strict=True):
+                    out[f"{category}.{group}.kp{dim}.pck@{_fmt(t)}.{method}{suffix}"] = _clean(v)
+                out[f"{category}.{group}.part{dim}.miou.{method}{suffix}"] = _clean(s["miou"])
+                for metric in ("kp", "part"):
+                    out[f"{category}.{group}.{metric}{dim}.n_dropped.{method}{suffix}"] = (
+                        s["n_pairs"] - s[f"n_pairs_{metric}"])
+        n = len(getattr(pairs, PAIR_TASKS.get(task, "cross_instance")))
         out[f"{category}.{group}.n_pairs"] = n
     if nvs is not None:
         for method, s in nvs.summary().items():
@@ -248,7 +333,7 @@ def flat_metrics(
 def plot_rows(results: dict[str, TaskResult], category: str) -> dict[str, list[dict]]:
     """DVC plot data: ``pck2d_cross_instance``, ``pck2d_cross_view``, ``pck3d`` rows."""
     files = {"cross_instance": "pck2d_cross_instance", "cross_view": "pck2d_cross_view",
-             "3d": "pck3d"}
+             "cross_instance_views": "pck2d_cross_instance_views", "3d": "pck3d"}
     out = {}
     for task, res in results.items():
         out[files[task]] = [
@@ -259,9 +344,13 @@ def plot_rows(results: dict[str, TaskResult], category: str) -> dict[str, list[d
     return out
 
 
-def _per_pair_rows(res: TaskResult, object_ids: list[str]) -> list[dict[str, Any]]:
+def _per_pair_rows(res: TaskResult, object_ids: list[str],
+                   protocol: str | None = None) -> list[dict[str, Any]]:
+    """The task's rows (of one ``protocol``; None = all) as strict JSON, with object ids."""
     rows = []
     for r in res.rows:
+        if protocol is not None and r.get("protocol", res.protocols[0]) != protocol:
+            continue
         pair = dict(r["pair"])
         for k in ("obj", "src", "trg"):
             if k in pair:
@@ -270,6 +359,22 @@ def _per_pair_rows(res: TaskResult, object_ids: list[str]) -> list[dict[str, Any
                      "pck": [_clean(v) for v in r["pck"]],
                      "errors": [_clean(v) for v in r["errors"]]})
     return rows
+
+
+def protocol_summary(cfg: EvaluateConfig, results: dict[str, TaskResult]) -> dict[str, Any]:
+    """summary.json ``protocols``: the primary, the project refinements, and per task,
+    protocol and method the scores with scored-pair counts and drop counts by reason."""
+    keep = ("pck", "miou", "miou_released", "n_pairs", "n_pairs_kp", "n_pairs_part",
+            "n_dropped", "dropped", "dropped_kp", "dropped_part")
+    return {
+        "primary": cfg.protocol, "computed": list(cfg.protocols),
+        "project_refinements": PROJECT_REFINEMENTS,
+        "tasks": {task: {"info": res.info, **{
+            p: {m: {k: ([_clean(x) for x in v] if k == "pck" else _clean(v))
+                    for k, v in s["by_protocol"][p].items() if k in keep}
+                for m, s in res.summary().items()}
+            for p in res.protocols}} for task, res in results.items()},
+    }
 
 
 def run_evaluate_stage(cfg: EvaluateConfig) -> dict[str, Any]:
@@ -285,23 +390,25 @@ def run_evaluate_stage(cfg: EvaluateConfig) -> dict[str, Any]:
                          f"objects, found {len(test)}")
     device = str(resolve_device(cfg.device))
     pairs = make_pairs(store.object_ids, test, store.n_views, cfg.n_pairs, cfg.seed,
-                       cfg.split_json)
+                       cfg.split_json, cfg.eval_views)
     methods = build_methods(cfg, store, device)
     px = scaled_thresholds(store.image_size)
     results: dict[str, TaskResult] = {}
     task_time: dict[str, float] = {}
-    for task in ("cross_instance", "cross_view"):
+    for task, attr in PAIR_TASKS.items():
         if task in cfg.tasks:
             t0 = time.perf_counter()
-            task_pairs = pairs.cross_instance if task == "cross_instance" else pairs.cross_view
+            task_pairs = getattr(pairs, attr)
             results[task] = run_2d_task(task, task_pairs, store, methods.sources, px,
                                         cross_view_input=cfg.cross_view_input,
-                                        n_visual=cfg.n_visual, progress=log)
+                                        n_visual=cfg.n_visual, progress=log,
+                                        protocols=cfg.protocols)
             task_time[task] = time.perf_counter() - t0
     if "3d" in cfg.tasks:
         t0 = time.perf_counter()
         results["3d"] = run_3d_task(pairs.cross_instance, store, methods.sources,
-                                    n_visual=cfg.n_visual, progress=log)
+                                    n_visual=cfg.n_visual, progress=log,
+                                    protocols=cfg.protocols)
         task_time["3d"] = time.perf_counter() - t0
     nvs = None
     if "nvs" in cfg.tasks:
@@ -317,13 +424,23 @@ def run_evaluate_stage(cfg: EvaluateConfig) -> dict[str, Any]:
         swap = _swap_example(methods.renderers["student"], store, pairs)
 
     metrics = flat_metrics(cfg.category, results, nvs, pairs)
+    from pipeline.evaluation import stats  # headline: object-level bootstrap CIs and claims
+
+    protocols = stats.protocols(results)  # [None] or e.g. ["official", "project"]
+    headline = [stats.headline_table(results, p, seed=cfg.seed) for p in protocols]
+    for k, table in enumerate(headline):  # the first protocol's keys carry no protocol segment
+        metrics.update(stats.flat_keys(table, cfg.category, protocol_segment=k > 0))
+    if protocols[0] is not None:
+        metrics[f"{cfg.category}.headline_protocol"] = protocols[0]
     out = Path(cfg.report_dir)
     write_json(out / "metrics.json", metrics)
     for name, rows in plot_rows(results, cfg.category).items():
         write_json(out / "plots" / f"{name}.json", rows)
     write_json(out / "pairs.json", pairs.to_dict(store.object_ids))
-    for task, res in results.items():
-        write_json(out / f"pairs_{task}.json", _per_pair_rows(res, store.object_ids))
+    for task, res in results.items():  # primary protocol: pairs_<task>.json, others suffixed
+        for k, protocol in enumerate(res.protocols):
+            name = f"pairs_{task}.json" if k == 0 else f"pairs_{task}.{protocol}.json"
+            write_json(out / name, _per_pair_rows(res, store.object_ids, protocol))
     summary = {
         "config": asdict(cfg),
         "methods": [{"name": s.name, "kind": s.kind} for s in methods.sources],
@@ -332,7 +449,9 @@ def run_evaluate_stage(cfg: EvaluateConfig) -> dict[str, Any]:
         "notes": methods.notes + ([pairs.note] if pairs.note else []),
         "pairs": {"source": pairs.source, "dropped": pairs.dropped,
                   "cross_view": len(pairs.cross_view),
-                  "cross_instance": len(pairs.cross_instance)},
+                  "cross_instance": len(pairs.cross_instance),
+                  "cross_instance_views": len(pairs.cross_instance_views),
+                  "test_objects": len(test)},
         "render": {name: {**asdict(r.settings), "eval_size": r.eval_size,
                           "image_size": r.image_size, "fg_only": r.fg_only,
                           **r.timing.summary()} for name, r in methods.renderers.items()},
@@ -340,8 +459,11 @@ def run_evaluate_stage(cfg: EvaluateConfig) -> dict[str, Any]:
         "thresholds_px": list(px),
         "wall_s": time.perf_counter() - t_start,
     }
+    summary["headline"] = headline
+    summary["protocols"] = protocol_summary(cfg, results)
     write_json(out / "summary.json", summary)
-    write_evaluate_report(out / "index.html", cfg, store, metrics, results, nvs, summary, swap)
+    write_evaluate_report(out / "index.html", cfg, store, metrics, results, nvs, summary, swap,
+                          headline=headline)
     return metrics
 
 

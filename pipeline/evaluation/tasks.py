@@ -5,13 +5,16 @@
   official ``cross_view_input="source"`` encodes the source image once and renders the source
   view and the novel target view from it, ``"own"`` encodes each view from its own image).
 * :func:`run_3d_task`: the same on 3D points (cross-instance pairs, each object encoded from
-  its image at the pair's view): keypoints against the target's surface samples, parts over
-  labelled surface samples.
+  its image at the pair's view): keypoints against the target's candidate points, parts over
+  the surface samples (which points: see the protocols in :mod:`pipeline.evaluation.metrics`).
 * :func:`run_nvs`: PSNR / SSIM (/ LPIPS if available offline) of novel views rendered from one
   input view, on black background, at the render resolution (GT area-downsampled).
 
-Each task keeps per-pair rows (written as ``pairs_<task>.json``) and the pictures of the
-``n_visual`` worst pairs of the first (primary) method.
+Every pair is scored from the same feature maps under each metric protocol (``official``:
+the released scripts' per-pair logic; ``project``: the refinements; primary first). Each task
+keeps per-pair rows, one per (pair, method, protocol), with the drop reasons (written as
+``pairs_<task>.json``), and the pictures of the ``n_visual`` worst pairs of the first (primary)
+method under the primary protocol.
 """
 
 from __future__ import annotations
@@ -19,7 +22,8 @@ from __future__ import annotations
 import heapq
 import importlib.util
 import itertools
-from collections.abc import Callable, Sequence
+from collections import Counter
+from collections.abc import Callable, Container, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,21 +34,30 @@ import torch
 from cache.render_store import RenderStore
 from pipeline.evaluation import metrics as M
 from pipeline.evaluation.features import FeatureSource, NerfRenderer, TeacherSource
-from pipeline.evaluation.pairs import CrossInstancePair, CrossViewPair
+from pipeline.evaluation.pairs import CrossInstancePair, CrossInstanceViewPair, CrossViewPair
 
 Progress = Callable[[str], None]
+#: optional render-store array (N, K, 3) of annotation keypoint candidates (official 3D kp)
+KP_CANDIDATES = "kp_candidates"
+#: default protocols of the task functions, primary first (see ``run_2d_task``)
+TASK_PROTOCOLS: tuple[str, ...] = ("project", "official")
 
 
 @dataclass
 class TaskResult:
-    """One task for several methods.
+    """One task for several methods under one or more metric protocols.
 
     Attributes:
-        task: "cross_view" | "cross_instance" | "3d".
+        task: "cross_view" | "cross_instance" | "3d" | ...
         methods: method names, primary first. thresholds: nominal PCK thresholds (keys).
-        rows: per pair and method: ``pair``, ``method``, ``pck`` (T,), ``miou``, ``n_kp``,
-            ``ious``.
-        visuals: pictures of the worst pairs (see :class:`WorstPairs`), worst first.
+        rows: per pair, method and protocol: ``pair``, ``method``, ``protocol``, ``dropped``
+            (None or the reason the pair has no score), ``kp_dropped`` / ``part_dropped`` (None
+            or why a kept pair has no keypoint / part score), ``pck`` (T,), ``miou``, ``n_kp``,
+            ``ious``, ``errors`` (P,).
+        visuals: pictures of the worst pairs (see :class:`WorstPairs`), worst first, scored
+            under the primary protocol.
+        protocols: the protocols computed, primary first (see :mod:`metrics`).
+        info: task notes, e.g. ``kp3d_candidates``: {protocol: the candidate point set used}.
     """
 
     task: str
@@ -52,17 +65,49 @@ class TaskResult:
     thresholds: tuple[float, ...]
     rows: list[dict[str, Any]] = field(default_factory=list)
     visuals: list[dict[str, Any]] = field(default_factory=list)
+    protocols: tuple[str, ...] = M.PROTOCOLS
+    info: dict[str, Any] = field(default_factory=dict)
 
-    def summary(self) -> dict[str, dict[str, Any]]:
-        """Per method: ``pck`` (T,) mean over pairs, ``miou``, and the scored pair counts."""
+    def protocol_summary(self, protocol: str, method: str) -> dict[str, Any]:
+        """Scores of one method under one protocol (rows without ``protocol`` count as the
+        primary's).
+
+        Returns:
+            ``pck`` (T,) and ``miou``: means over the pairs with that score; ``n_pairs`` (rows),
+            ``n_pairs_kp`` / ``n_pairs_part`` (scored pairs), ``n_dropped`` and ``dropped``
+            {reason: n} (whole pairs), ``dropped_kp`` / ``dropped_part`` {reason: n} (kept
+            pairs without that score). ``official`` adds ``miou_released``: the released
+            scripts' plain mean over the kept pairs (NaN as soon as one pair has no shared
+            part label).
+        """
+        rows = [r for r in self.rows if r["method"] == method
+                and r.get("protocol", self.protocols[0]) == protocol]
+        pcks = np.array([r["pck"] for r in rows], np.float64).reshape(-1, len(self.thresholds))
+        pck, n_kp = M.mean_over_pairs(pcks)
+        miou, n_part = M.mean_over_pairs([r["miou"] for r in rows])
+
+        def counts(key: str) -> dict[str, int]:
+            return dict(Counter(r[key] for r in rows if r.get(key)))
+
+        out = {"pck": np.atleast_1d(pck).tolist(), "miou": miou, "n_pairs": len(rows),
+               "n_pairs_kp": n_kp, "n_pairs_part": n_part, "dropped": counts("dropped"),
+               "dropped_kp": counts("kp_dropped"), "dropped_part": counts("part_dropped")}
+        out["n_dropped"] = sum(out["dropped"].values())
+        if protocol == "official":
+            out["miou_released"] = M.released_mean(
+                [r["miou"] for r in rows if not r.get("dropped")])
+        return out
+
+    def summary(self, protocol: str | None = None) -> dict[str, dict[str, Any]]:
+        """Per method: :meth:`protocol_summary` under ``protocol`` (default: the primary, the
+        first of ``protocols``) plus ``protocol`` (its name) and ``by_protocol`` ({protocol:
+        :meth:`protocol_summary`} for every computed protocol)."""
+        protocol = protocol or self.protocols[0]
         out = {}
         for m in self.methods:
-            rows = [r for r in self.rows if r["method"] == m]
-            pcks = np.array([r["pck"] for r in rows], np.float64).reshape(-1, len(self.thresholds))
-            pck, n_kp = M.mean_over_pairs(pcks)
-            miou, n_part = M.mean_over_pairs([r["miou"] for r in rows])
-            out[m] = {"pck": np.atleast_1d(pck).tolist(), "miou": miou,
-                      "n_pairs_kp": n_kp, "n_pairs_part": n_part}
+            by = {p: self.protocol_summary(p, m) for p in self.protocols}
+            main = by[protocol] if protocol in by else self.protocol_summary(protocol, m)
+            out[m] = {**main, "protocol": protocol, "by_protocol": by}
         return out
 
 
@@ -93,16 +138,23 @@ def pair_score(pck: np.ndarray, miou: float) -> float:
     return float(np.mean(vals)) if vals else float("nan")
 
 
-def record_method(res: TaskResult, visual: dict[str, Any], pair: Any, method: str, kp: Any,
-                  part: Any, pred_part: np.ndarray) -> float:
-    """Add one method's keypoint + part transfer of a pair to ``res`` and the pair's picture
-    data; returns its :func:`pair_score`."""
-    res.rows.append({"pair": asdict(pair), "method": method, "pck": kp.pck.tolist(),
-                     "miou": part.miou, "n_kp": kp.n_counted, "ious": part.ious,
-                     "errors": kp.errors.tolist()})
-    visual["methods"][method] = {"pred_kp": kp.pred, "pred_part": pred_part, "pck": kp.pck,
-                                 "miou": part.miou}
-    return pair_score(kp.pck, part.miou)
+def record_method(res: TaskResult, visual: dict[str, Any], pair: Any, method: str,
+                  results: dict[str, M.PairResult]) -> float:
+    """Add one method's keypoint + part transfer of a pair under each protocol to ``res`` (one
+    row per protocol) and the primary protocol's to the pair's picture data; returns the
+    primary's :func:`pair_score`."""
+    for protocol in res.protocols:
+        r = results[protocol]
+        res.rows.append({"pair": asdict(pair), "method": method, "protocol": protocol,
+                         "dropped": r.dropped, "kp_dropped": r.kp_dropped,
+                         "part_dropped": r.part_dropped, "pck": r.kp.pck.tolist(),
+                         "miou": r.part.miou, "n_kp": r.kp.n_counted, "ious": r.part.ious,
+                         "errors": r.kp.errors.tolist()})
+    r = results[res.protocols[0]]
+    pred_part = r.part.pred.astype(np.int8) if r.part.pred.ndim == 2 else r.part.pred
+    visual["methods"][method] = {"pred_kp": r.kp.pred, "pred_part": pred_part, "pck": r.kp.pck,
+                                 "miou": r.part.miou, "dropped": r.dropped}
+    return pair_score(r.kp.pck, r.part.miou)
 
 
 def scaled_thresholds(image_size: int, thresholds: Sequence[float] = M.PCK_2D_THRESHOLDS,
@@ -113,7 +165,8 @@ def scaled_thresholds(image_size: int, thresholds: Sequence[float] = M.PCK_2D_TH
 
 @dataclass
 class ViewGT:
-    """GT of one (object, view) for the 2D tasks."""
+    """GT of one (object, view) for the 2D tasks (``fg``: the project foreground, for the
+    pictures; the metrics derive each protocol's own from ``part`` and ``alpha``)."""
 
     rgb: np.ndarray
     part: np.ndarray
@@ -121,20 +174,23 @@ class ViewGT:
     kp2d: np.ndarray
     visible: np.ndarray
     kp_id: np.ndarray
+    alpha: np.ndarray | None = None
 
     @classmethod
     def read(cls, store: RenderStore, obj: int, view: int) -> ViewGT:
-        part = store.read("part", (obj, view))
-        return cls(store.read("rgb", (obj, view)), part,
-                   M.foreground(part, store.read("alpha", (obj, view))),
+        part, alpha = store.read("part", (obj, view)), store.read("alpha", (obj, view))
+        return cls(store.read("rgb", (obj, view)), part, M.foreground(part, alpha),
                    store.read("kp2d", (obj, view)), store.read("kp_visible", (obj, view)),
-                   store.read("kp_id", obj))
+                   store.read("kp_id", obj), alpha)
 
 
 def _views_of(task: str, pair: Any, cross_view_input: str) -> tuple[tuple[int, int, int], ...]:
     """((src obj, src input view, src view), (trg obj, trg input view, trg view))."""
     if isinstance(pair, CrossInstancePair):
         return (pair.src, pair.view, pair.view), (pair.trg, pair.view, pair.view)
+    if isinstance(pair, CrossInstanceViewPair):  # each object encoded from its own view
+        return ((pair.src, pair.src_view, pair.src_view),
+                (pair.trg, pair.trg_view, pair.trg_view))
     if cross_view_input == "source":
         return (pair.obj, pair.src_view, pair.src_view), (pair.obj, pair.src_view, pair.trg_view)
     if cross_view_input == "own":
@@ -144,7 +200,7 @@ def _views_of(task: str, pair: Any, cross_view_input: str) -> tuple[tuple[int, i
 
 def run_2d_task(
     task: str,
-    pairs: Sequence[CrossViewPair | CrossInstancePair],
+    pairs: Sequence[CrossViewPair | CrossInstancePair | CrossInstanceViewPair],
     store: RenderStore,
     sources: Sequence[FeatureSource],
     thresholds_px: Sequence[float],
@@ -152,6 +208,7 @@ def run_2d_task(
     cross_view_input: str = "source",
     n_visual: int = 3,
     progress: Progress | None = None,
+    protocols: Sequence[str] = TASK_PROTOCOLS,
 ) -> TaskResult:
     """2D keypoint + part transfer for every pair and source.
 
@@ -159,8 +216,12 @@ def run_2d_task(
         task: "cross_view" or "cross_instance" (label only; the pair type decides the views).
         thresholds_px: PCK thresholds in pixels at the store's resolution; ``nominal`` are the
             128-px values used as keys.
+        protocols: metric protocols computed from the same maps, primary first (the default
+            :data:`TASK_PROTOCOLS` keeps ``summary()`` on the project numbers it always gave;
+            the evaluate stage passes its configured order, official first by default).
     """
-    res = TaskResult(task, [s.name for s in sources], tuple(nominal))
+    res = TaskResult(task, [s.name for s in sources], tuple(nominal),
+                     protocols=tuple(M.check_protocol(p) for p in protocols))
     worst = WorstPairs(n_visual)
     for i, pair in enumerate(pairs):
         (so, si, sv), (to, ti, tv) = _views_of(task, pair, cross_view_input)
@@ -172,11 +233,10 @@ def run_2d_task(
         for k, source in enumerate(sources):
             smap = source.map_2d(so, si, sv)
             tmap = source.map_2d(to, ti, tv)
-            kp = M.keypoint_transfer_2d(smap, tmap, src.kp2d, trg.kp2d, counted, trg.fg,
-                                        thresholds_px, src_fg=src.fg)
-            part = M.part_transfer_2d(smap, tmap, src.part, trg.part, src.fg, trg.fg)
-            score = record_method(res, visual, pair, source.name, kp, part,
-                                  part.pred.astype(np.int8))
+            results = M.pair_2d_protocols(smap, tmap, src.part, trg.part, src.kp2d, trg.kp2d,
+                                          counted, res.protocols, thresholds_px, src.alpha,
+                                          trg.alpha)
+            score = record_method(res, visual, pair, source.name, results)
             if k == 0:
                 primary = score
         visual["score"] = primary
@@ -187,6 +247,15 @@ def run_2d_task(
     return res
 
 
+def kp3d_candidate_set(protocol: str, available: Container[str]) -> str:
+    """The render-store array with the target's 3D keypoint candidates under ``protocol``:
+    ``official`` the annotation's candidate points (:data:`KP_CANDIDATES`) when ``available``
+    (the store's array names) has them, otherwise, and for ``project``, ``"points"``."""
+    if M.check_protocol(protocol) == "official" and KP_CANDIDATES in available:
+        return KP_CANDIDATES
+    return "points"
+
+
 def run_3d_task(
     pairs: Sequence[CrossInstancePair],
     store: RenderStore,
@@ -194,14 +263,30 @@ def run_3d_task(
     thresholds: Sequence[float] = M.PCK_3D_THRESHOLDS,
     n_visual: int = 3,
     progress: Progress | None = None,
+    protocols: Sequence[str] = TASK_PROTOCOLS,
 ) -> TaskResult:
-    """3D keypoint + part transfer over cross-instance pairs (points queried directly)."""
-    res = TaskResult("3d", [s.name for s in sources], tuple(thresholds))
+    """3D keypoint + part transfer over cross-instance pairs (points queried directly).
+
+    Keypoint candidates: ``project`` the target's surface samples (``points``); ``official``
+    the annotation's candidate points (store array :data:`KP_CANDIDATES`) when the store has
+    them, else all surface samples; ``res.info["kp3d_candidates"]`` records the set used.
+    """
+    res = TaskResult("3d", [s.name for s in sources], tuple(thresholds),
+                     protocols=tuple(M.check_protocol(p) for p in protocols))
+    cand_key = {p: kp3d_candidate_set(p, store.group) for p in res.protocols}
+    official_set = cand_key.get("official", "points")
+    res.info["kp3d_candidates"] = {
+        p: k if k != "points" else ("points (all surface samples"
+                                    + ("; the store has no annotation candidate array)"
+                                       if p == "official" else ")"))
+        for p, k in cand_key.items()}
     worst = WorstPairs(n_visual)
     for i, pair in enumerate(pairs):
         data = {}
         for role, obj in (("src", pair.src), ("trg", pair.trg)):
             data[role] = {k: store.read(k, obj) for k in ("points", "point_part", "kp3d", "kp_id")}
+        if official_set != "points":
+            data["trg"][official_set] = store.read(official_set, pair.trg)
         counted = M.counted_keypoints(data["src"]["kp_id"], data["trg"]["kp_id"])
         n_pts = {r: len(d["points"]) for r, d in data.items()}
         visual: dict[str, Any] = {"pair": asdict(pair), "data": data, "counted": counted,
@@ -211,15 +296,19 @@ def run_3d_task(
             feats = {}
             for role, obj in (("src", pair.src), ("trg", pair.trg)):
                 d = data[role]
-                xyz = np.concatenate([d["points"], d["kp3d"]]).astype(np.float32)
+                extra = [d[official_set]] if role == "trg" and official_set != "points" else []
+                xyz = np.concatenate([d["points"], d["kp3d"], *extra]).astype(np.float32)
                 feats[role] = source.at_points(obj, pair.view, xyz)
             s, t = feats["src"], feats["trg"]
-            kp = M.keypoint_transfer_3d(s[n_pts["src"]:], t[: n_pts["trg"]],
-                                        data["trg"]["points"], data["trg"]["kp3d"], counted,
-                                        thresholds)
-            part = M.part_transfer_3d(s[: n_pts["src"]], data["src"]["point_part"],
-                                      t[: n_pts["trg"]], data["trg"]["point_part"])
-            score = record_method(res, visual, pair, source.name, kp, part, part.pred)
+            ns, nt, nk = n_pts["src"], n_pts["trg"], len(data["trg"]["kp3d"])
+            cands = {"points": (t[:nt], data["trg"]["points"])}
+            if official_set != "points":
+                cands[official_set] = (t[nt + nk:], data["trg"][official_set])
+            results = {p: M.pair_3d(s[:ns], data["src"]["point_part"], t[:nt],
+                                    data["trg"]["point_part"], s[ns:], *cands[cand_key[p]],
+                                    data["trg"]["kp3d"], counted, p, thresholds)
+                       for p in res.protocols}
+            score = record_method(res, visual, pair, source.name, results)
             if k == 0:
                 primary = score
         visual["score"] = primary

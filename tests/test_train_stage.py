@@ -1,0 +1,55 @@
+"""Training profiles: official is the released recipe, every other profile lists its deviations,
+and the GT-geometry coordinate target is an explicit variant only."""
+
+import pytest
+
+from pipeline.train_stage import (
+    PROFILES,
+    build_train_config,
+    deviations_from_official,
+    official_config,
+    profile_config,
+)
+
+
+def test_official_profile_is_the_released_recipe():
+    cfg = profile_config("official")
+    assert deviations_from_official(cfg) == []
+    assert cfg.model.density_activation == "relu" and not cfg.model.zero_init_heads
+    assert cfg.grad_clip == 0 and not cfg.amp and cfg.lr == 1e-4
+    assert cfg.data.n_target_views == 0  # all views, source included
+    assert cfg.render.coord_reduce == "mean" and cfg.data.coord_target == "self"
+    assert cfg.data.feature_scale == 1.0
+    assert (cfg.data.objects_per_step, cfg.data.rays_per_object) == (4, 128)
+    assert cfg.model.backbone == "resnet34" and cfg.model.pretrained_encoder
+    assert not cfg.model.allow_random_encoder
+    assert (cfg.loss.feature, cfg.loss.coord) == (0.25, 0.25)
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_no_profile_uses_ground_truth_geometry(profile):
+    assert profile_config(profile).data.coord_target == "self"
+
+
+def test_paper_profile_lists_each_deviation():
+    devs = deviations_from_official(profile_config("paper"))
+    keys = {d.split(":")[0] for d in devs}
+    assert keys == {"grad_clip", "amp", "model.density_activation", "model.zero_init_heads",
+                    "render.coord_reduce", "data.feature_scale", "data.n_target_views"}
+    assert "model.density_activation: 'relu' -> 'softplus'" in devs
+
+
+def test_built_config_records_deviations_and_variants():
+    cfg = build_train_config("chair", "effnet", None, None, {"coord_target": "gt-surface"},
+                             "paper")
+    assert "data.coord_target: 'self' -> 'gt-surface'" in cfg.deviations
+    assert cfg.profile == "paper" and cfg.name == "chair-effnet"
+    plain = build_train_config("chair", "none", None, None, {}, "official")
+    assert plain.loss.feature == plain.loss.coord == 0 and not plain.model.predict_coord
+    assert "loss.feature: 0.25 -> 0.0" in plain.deviations
+    assert official_config().to_dict()["deviations"] == []
+
+
+def test_unknown_profile_is_refused():
+    with pytest.raises(ValueError, match="unknown training profile"):
+        profile_config("fast")
