@@ -253,7 +253,7 @@ def distill_cache(
 @click.option("--category", required=True)
 @click.option(
     "--teacher",
-    default="daisy",
+    default="effnet",
     show_default=True,
     help="teacher whose feature store to distil; 'none' trains plain pixelNeRF",
 )
@@ -325,7 +325,7 @@ def train_command(
 
 @main.command("evaluate")
 @click.option("--category", required=True)
-@click.option("--teacher", default="daisy", show_default=True)
+@click.option("--teacher", default="effnet", show_default=True)
 @click.option("--run", help="student run dir or .ckpt (default runs/<category>-<teacher>)")
 @click.option("--pixelnerf-run", help="pixelNeRF baseline run (default runs/<category>-pixelnerf;"
               " '' disables it)")

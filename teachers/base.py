@@ -134,6 +134,24 @@ def sha256_file(path: str | os.PathLike) -> str:
     return _SHA_MEMO[key]
 
 
+HUB_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "open_clip_pytorch_model.bin")
+
+
+def hub_cache_sha256(repo: str, filenames: tuple[str, ...] = HUB_WEIGHT_FILES) -> str:
+    """sha256 of the first of ``filenames`` cached locally for hub ``repo``, or "unverified"
+    (nothing cached, or no huggingface_hub)."""
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        for fname in filenames:
+            found = try_to_load_from_cache(repo, fname)
+            if isinstance(found, str) and os.path.isfile(found):
+                return sha256_file(found)
+    except Exception:  # any cache/layout problem means the weights cannot be verified
+        pass
+    return "unverified"
+
+
 def resolve_device(device: str) -> str:
     """ "auto" -> "cuda" when available else "cpu"; anything else is passed through."""
     if device != "auto":

@@ -35,6 +35,7 @@ from teachers.base import (
     Teacher,
     TeacherError,
     TeacherInput,
+    hub_cache_sha256,
     resolve_device,
     resolve_dtype,
     sha256_file,
@@ -137,18 +138,7 @@ def _hub_weights_sha256(model: Any) -> str:
     """sha256 of the cached hub weights file, or "unverified" when it cannot be found."""
     cfg = getattr(model, "pretrained_cfg", {}) or {}
     repo = cfg.get("hf_hub_id")
-    if not repo:
-        return "unverified"
-    try:
-        from huggingface_hub import try_to_load_from_cache
-
-        for fname in ("model.safetensors", "pytorch_model.bin", "open_clip_pytorch_model.bin"):
-            found = try_to_load_from_cache(repo, fname)
-            if isinstance(found, str) and os.path.isfile(found):
-                return sha256_file(found)
-    except Exception:
-        pass
-    return "unverified"
+    return hub_cache_sha256(repo) if repo else "unverified"
 
 
 def dino_pos_embed(model: Any, tok: Any) -> Any:

@@ -23,7 +23,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from teachers.base import TeacherError, sha256_file
+from teachers.base import TeacherError, hub_cache_sha256, sha256_file
 
 __all__ = [
     "EffNetWeightsMissing",
@@ -146,17 +146,8 @@ def _to_timm_layout(state: dict[str, Any], source: str) -> tuple[dict[str, Any],
 
 def _hub_sha256(model_id: str) -> str:
     """sha256 of the cached hub weights of ``model_id``, or "unverified"."""
-    try:
-        from huggingface_hub import try_to_load_from_cache
-
-        repo = model_id.removeprefix("hf-hub:").removeprefix("hf_hub:")
-        for fname in ("model.safetensors", "pytorch_model.bin"):
-            found = try_to_load_from_cache(repo, fname)
-            if isinstance(found, str) and os.path.isfile(found):
-                return sha256_file(found)
-    except Exception:
-        pass
-    return "unverified"
+    repo = model_id.removeprefix("hf-hub:").removeprefix("hf_hub:")
+    return hub_cache_sha256(repo, ("model.safetensors", "pytorch_model.bin"))
 
 
 def _load_hub(model_id: str) -> tuple[dict[str, Any], dict[str, Any]]:

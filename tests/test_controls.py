@@ -77,8 +77,9 @@ class _FakeRenderer:
         self.store, self.eval_size = store, store.image_size
 
     def render(self, obj, input_view, view):
-        from train.rays import pixel_rays
         import torch
+
+        from train.rays import pixel_rays
 
         z = self.store.read("depth", (obj, view))
         K = torch.from_numpy(self.store.read("K", (obj, view))).float()[None]

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from cache.render_store import RenderStore
+from pipeline.evaluation.controls import CONTROL_NAMES
 from pipeline.evaluation.pairs import CrossViewPair, make_pairs
 from pipeline.evaluation.stage import EvaluateConfig, run_evaluate_stage, run_name
 from pipeline.evaluation.tasks import run_2d_task, run_3d_task, scaled_thresholds
@@ -81,11 +82,11 @@ def test_oracle_features_score_near_perfectly_and_a_broken_field_does_not(tiny_s
 
 def test_config_defaults_follow_the_layout():
     cfg = EvaluateConfig(category="03001627")
-    assert cfg.category == "chair" and cfg.run == "runs/chair-daisy"
+    assert cfg.category == "chair" and cfg.run == "runs/chair-effnet"
     assert cfg.renders == "data/renders/chair.zarr"
-    assert cfg.features == "data/features/daisy/chair.zarr"
+    assert cfg.features == "data/features/effnet/chair.zarr"
     assert cfg.pixelnerf_run == "runs/chair-pixelnerf"
-    assert cfg.report_dir == "reports/evaluate/chair-daisy"
+    assert cfg.report_dir == "reports/evaluate/chair-effnet"
     assert run_name("runs/x/checkpoints/step-0000010.ckpt") == "x"
     with pytest.raises(ValueError, match="unknown tasks"):
         EvaluateConfig(tasks=("kp4d",))
@@ -119,10 +120,11 @@ def test_evaluate_stage_end_to_end(tiny_stores, eval_runs, tmp_path):
     assert summary["render"]["student"]["eval_size"] == 24
     assert summary["render"]["student"]["s_per_map"] > 0
     rows = json.loads((out / "plots" / "pck2d_cross_instance.json").read_text())
-    assert {r["method"] for r in rows} == set(methods) and len(rows) == 16
+    every = (*methods, *CONTROL_NAMES)
+    assert {r["method"] for r in rows} == set(every) and len(rows) == 4 * len(every)
     assert {"threshold", "method", "pck"} <= set(rows[0])
     per_pair = json.loads((out / "pairs_cross_view.json").read_text())
-    assert len(per_pair) == 2 * len(methods) and "obj_id" in per_pair[0]["pair"]
+    assert len(per_pair) == 2 * len(every) and "obj_id" in per_pair[0]["pair"]
     html = (out / "index.html").read_text()
     assert "<script" not in html and not re.search(r"(src|href)=\"https?:", html)
     assert html.count("data:image/png;base64,") >= 10

@@ -353,3 +353,24 @@ def test_density_activation_options():
     assert soft.density_head.bias.grad.abs() > 0  # softplus keeps a gradient
     with pytest.raises(ValueError):
         FeatureNeRF(_cfg(density_activation="exp"))
+
+
+def test_inference_path_with_projected_maps_equals_the_training_path():
+    """no_grad queries sample lin_z-projected latent maps; values equal the per-point path."""
+    torch.manual_seed(0)
+    cfg = ModelConfig(d_feature=5, backbone="resnet18", pretrained_encoder=False, width=32,
+                      n_blocks=3, combine_layer=2)
+    model = FeatureNeRF(cfg).eval()
+    images = torch.rand(2, 1, 3, 32, 32)
+    K = torch.tensor([[40.0, 0, 16], [0, 40.0, 16], [0, 0, 1]]).expand(2, 1, 3, 3)
+    c2w = torch.eye(4).expand(2, 1, 4, 4).clone()
+    c2w[..., 2, 3] = -1.5
+    xyz = torch.rand(2, 50, 3) - 0.5
+    dirs = torch.nn.functional.normalize(torch.randn(2, 50, 3), dim=-1)
+    model.encode(images, K, c2w)
+    with torch.enable_grad():
+        ref = model(xyz, dirs)
+    with torch.no_grad():
+        got = model(xyz, dirs)
+    for k in ref:
+        torch.testing.assert_close(got[k], ref[k].detach(), atol=2e-5, rtol=1e-4)

@@ -10,9 +10,9 @@ from teachers.registry import TEACHERS, build_teacher, canonical_json, teacher_k
 
 
 def test_listing_and_unknown_name() -> None:
-    assert set(TEACHERS) == {"dino", "ldm", "daisy", "oracle"}
+    assert set(TEACHERS) == {"effnet", "dino", "ldm", "daisy", "oracle"}
     assert all(isinstance(d, str) and d for d in TEACHERS.values())
-    with pytest.raises(TeacherError, match="daisy, dino, ldm, oracle"):
+    with pytest.raises(TeacherError, match="daisy, dino, effnet, ldm, oracle"):
         build_teacher("clip")
     with pytest.raises(TeacherError, match="daisy"):
         build_teacher("daisy", not_an_option=1)

@@ -198,7 +198,7 @@ def test_flat_keys_naming():
     tagged = S.flat_keys(S.headline_table(
         {"cross_view": make_result("cross_view", EFFECTS, protocol="project")}, "project",
         n_boot=50), "car", protocol_segment=True)
-    assert "car.project.cross_view.kp2d.pck@5.student_internal.ci_lo" in tagged
+    assert "car.cross_view.kp2d.pck@5.student_internal.ci_lo.project" in tagged
 
 
 def test_headline_html_tables_claims_definitions_and_few_pairs_warning():

@@ -146,6 +146,15 @@ def index(latent: Tensor, uv: Tensor, image_hw: tuple[int, int]) -> Tensor:
     return out[..., 0].transpose(1, 2)
 
 
+def concat_multiscale(feats: list[Tensor]) -> Tensor:
+    """pixelNeRF multi-scale latent: maps (B, C_i, h_i, w_i), finest first, each bilinearly
+    upsampled (align_corners=True) to the first map's size and concatenated: (B, sum C_i, h, w).
+    """
+    size = feats[0].shape[-2:]
+    ups = [F.interpolate(f, size=size, mode="bilinear", align_corners=True) for f in feats[1:]]
+    return torch.cat([feats[0], *ups], dim=1)
+
+
 class ResNetEncoder(nn.Module):
     """Multi-scale ResNet encoder (pixelNeRF ``SpatialEncoder``).
 
@@ -214,11 +223,7 @@ class ResNetEncoder(nn.Module):
                 x = self.maxpool(x)
             x = layer(x)
             feats.append(x)
-        size = feats[0].shape[-2:]
-        feats = [feats[0]] + [
-            F.interpolate(f, size=size, mode="bilinear", align_corners=True) for f in feats[1:]
-        ]
-        return torch.cat(feats, dim=1)
+        return concat_multiscale(feats)
 
     @staticmethod
     def index(latent: Tensor, uv: Tensor, image_hw: tuple[int, int]) -> Tensor:
@@ -315,11 +320,7 @@ class EffNetEncoder(nn.Module):
             for i in range(start, end):
                 x = self.blocks[i](x)
             feats.append(x)
-        size = feats[0].shape[-2:]
-        feats = [feats[0]] + [
-            F.interpolate(f, size=size, mode="bilinear", align_corners=True) for f in feats[1:]
-        ]
-        return torch.cat(feats, dim=1)
+        return concat_multiscale(feats)
 
     @staticmethod
     def index(latent: Tensor, uv: Tensor, image_hw: tuple[int, int]) -> Tensor:

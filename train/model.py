@@ -170,6 +170,9 @@ class EncodedViews:
     w2c: Tensor
     K: Tensor
     image_hw: tuple[int, int]
+    #: inference cache: the latent injections ``lin_z[i]`` applied to the latent maps, stacked
+    #: on channels (B*V, n_inject * width, h, w); see :meth:`FeatureNeRF.injected_maps`
+    injected: Tensor | None = None
 
     @property
     def n_views(self) -> int:
@@ -239,6 +242,20 @@ class FeatureNeRF(nn.Module):
             return torch.nn.functional.softplus(pre)
         return torch.relu(pre)
 
+    def injected_maps(self, views: EncodedViews) -> Tensor:
+        """(B*V, n_inject * width, h, w): every ``lin_z[i]`` applied per pixel of the latent map.
+
+        Bilinear sampling (border padding) is a convex combination, so sampling these maps
+        equals applying ``lin_z[i]`` to the sampled latent; at inference the projection then runs
+        once per latent pixel instead of once per query point. Computed once per encoding."""
+        if views.injected is None:
+            weight = torch.cat([lin.weight for lin in self.lin_z])  # (n * W, C)
+            bias = torch.cat([lin.bias for lin in self.lin_z])
+            lat = views.latent
+            views.injected = torch.nn.functional.conv2d(
+                lat, weight[:, :, None, None].to(lat.dtype), bias.to(lat.dtype))
+        return views.injected
+
     def use_encoded(self, views: EncodedViews) -> None:
         """Make earlier :meth:`encode` output current again (no need to re-run the encoder)."""
         self._views = views
@@ -287,8 +304,15 @@ class FeatureNeRF(nn.Module):
         v = views.n_views
         rot = views.w2c[:, :, :3, :3]  # (B, V, 3, 3)
         xyz_rot, uv = self.project(xyz)
-        latent = index(views.latent, uv.reshape(b * v, n, 2), views.image_hw)
-        latent = latent.reshape(b, v, n, -1)  # (B, V, N, C)
+        n_inject = len(self.lin_z)
+        if torch.is_grad_enabled():
+            latent = index(views.latent, uv.reshape(b * v, n, 2), views.image_hw)
+            latent = latent.reshape(b, v, n, -1)  # (B, V, N, C)
+            injections = [self.lin_z[i](latent) for i in range(n_inject)]
+        else:  # inference: sample the pre-projected maps (fewer channels, no per-point matmul)
+            maps = self.injected_maps(views)
+            z = index(maps, uv.reshape(b * v, n, 2), views.image_hw).reshape(b, v, n, -1)
+            injections = list(z.chunk(n_inject, dim=-1)) if n_inject else []
 
         inp = positional_encoding(xyz_rot, cfg.n_freqs, cfg.freq_factor, cfg.include_input)
         if cfg.use_viewdirs:
@@ -302,7 +326,7 @@ class FeatureNeRF(nn.Module):
             if i == cfg.combine_layer:
                 x = x.mean(dim=1, keepdim=True)  # average over input views (pixelNeRF)
             if i < cfg.combine_layer:
-                x = x + self.lin_z[i](latent)
+                x = x + injections[i]
             x = block(x)
         if cfg.combine_layer >= cfg.n_blocks:
             x = x.mean(dim=1, keepdim=True)

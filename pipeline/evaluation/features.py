@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -153,6 +154,35 @@ class RenderTiming:
         }
 
 
+class RenderedMaps(Mapping):
+    """One rendered view, stored compactly: only the rendered pixels' values are kept (a
+    foreground-only map is a fraction of the image), and ``maps[key]`` expands one quantity to
+    an (h, w, ...) float32 image with zeros at the pixels that were not rendered.
+
+    Args:
+        mask: (h, w) bool rendered pixels (``maps["mask"]``).
+        values: per quantity, (n_rendered, ...) float32 in ``np.nonzero(mask)`` order.
+    """
+
+    def __init__(self, mask: np.ndarray, values: dict[str, np.ndarray]):
+        self.mask, self.values = mask, values
+        self._where = np.nonzero(mask)
+
+    def __getitem__(self, key: str) -> np.ndarray:
+        if key == "mask":
+            return self.mask
+        v = self.values[key]
+        img = np.zeros((*self.mask.shape, *v.shape[1:]), np.float32)
+        img[self._where] = v
+        return img
+
+    def __iter__(self):
+        return iter(("mask", *self.values))
+
+    def __len__(self) -> int:
+        return 1 + len(self.values)
+
+
 class NerfRenderer:
     """One checkpoint's model over one render store, each object encoded from a single view.
 
@@ -181,7 +211,7 @@ class NerfRenderer:
         self.timing = RenderTiming()
         self.state_info: dict[str, Any] = {}
         self._encoded: tuple[int, int] | None = None
-        self._renders: OrderedDict[tuple, dict[str, np.ndarray]] = OrderedDict()
+        self._renders: OrderedDict[tuple, RenderedMaps] = OrderedDict()
         self._encodings: OrderedDict[tuple[int, int], Any] = OrderedDict()
         self._queries: OrderedDict[tuple, dict[str, np.ndarray]] = OrderedDict()
 
@@ -240,7 +270,7 @@ class NerfRenderer:
                 torch.from_numpy(c2w)[None, None].float().to(dev),
             )
         self._encodings[key] = views
-        while len(self._encodings) > self.cache_size:
+        while len(self._encodings) > min(self.cache_size, 128):  # ~7 MB each at 128 px
             self._encodings.popitem(last=False)
         self._encoded = key
 
@@ -258,7 +288,7 @@ class NerfRenderer:
 
     def render(
         self, obj: int, input_view: int, view: int, full: bool = False
-    ) -> dict[str, np.ndarray]:
+    ) -> RenderedMaps:
         """Render ``view`` of ``obj`` encoded from ``input_view`` at ``eval_size``.
 
         Args:
@@ -285,7 +315,7 @@ class NerfRenderer:
             self._renders.popitem(last=False)
         return out
 
-    def _render(self, obj: int, input_view: int, view: int, full: bool) -> dict[str, np.ndarray]:
+    def _render(self, obj: int, input_view: int, view: int, full: bool) -> RenderedMaps:
         from train.model import render_rays
         from train.rays import pixel_rays
 
@@ -311,19 +341,14 @@ class NerfRenderer:
         if dev.type == "cuda":
             torch.cuda.synchronize(dev)
         self.timing.records.append((time.perf_counter() - t0, len(rows), h * w))
-        out: dict[str, np.ndarray] = {"mask": mask}
         op = res["opacity"][0].cpu().numpy()
         depth = res["depth"][0].cpu().numpy() / np.maximum(op, 1e-8)
         vals = {"rgb": res["rgb"][0], "internal": res["internal"][0], "opacity": op,
                 "depth": np.where(op < 1e-4, 0.0, depth)}
         if "feature" in res:
             vals["feature"] = res["feature"][0]
-        for k, v in vals.items():
-            v = v.float().cpu().numpy() if isinstance(v, torch.Tensor) else v
-            img = np.zeros((h, w, *v.shape[1:]), np.float32)
-            img[rows, cols] = v
-            out[k] = img
-        return out
+        return RenderedMaps(mask, {k: (v.float().cpu().numpy() if isinstance(v, torch.Tensor)
+                                       else v).astype(np.float32) for k, v in vals.items()})
 
     def query(self, obj: int, input_view: int, xyz: np.ndarray) -> dict[str, np.ndarray]:
         """Query the MLP at (N, 3) points, view direction = input camera -> point.

@@ -198,11 +198,12 @@ def paired_difference(
     return out
 
 
-def protocols(results: Mapping[str, Any]) -> list[str | None]:
+def protocols(results: Mapping[str, Any], primary: str | None = None) -> list[str | None]:
     """The protocols the rows carry: ``[None]`` when no row names one, else the names with
-    "official" first."""
+    ``primary`` (default "official") first."""
+    first = primary or "official"
     found = {r.get("protocol") for res in results.values() for r in res.rows}
-    named = sorted((p for p in found if p is not None), key=lambda p: (p != "official", p))
+    named = sorted((p for p in found if p is not None), key=lambda p: (p != first, p))
     return named or [None]
 
 
@@ -347,15 +348,13 @@ def flat_keys(table: Mapping[str, Any], category: str,
     (the mean is the stage's ``<cat>.<group>.<metric>.<method>`` key), and per claim
     ``<cat>.<group>.<metric>.diff.<a>-<b>`` (mean diff) with ``.ci_lo``, ``.ci_hi`` and
     ``.verdict``; the best-control claim is ``diff.<a>-best_control`` plus ``.control`` (its
-    name). With ``protocol_segment`` the keys start ``<cat>.<protocol>.``.
+    name). With ``protocol_segment`` every key ends in ``.<protocol>`` (the stage's naming for
+    the secondary protocol).
     """
-    prefix = category
-    if protocol_segment and table.get("protocol"):
-        prefix = f"{category}.{table['protocol']}"
     out: dict[str, float | str | None] = {}
     for metric, cells in table["metrics"].items():
         for task, cell in cells.items():
-            base = f"{prefix}.{metric_key(task, metric, cell['threshold'])}"
+            base = metric_key(task, metric, cell["threshold"])
             for method, est in cell["methods"].items():
                 out[f"{base}.{method}.ci_lo"] = _finite_or_none(est["ci_lo"])
                 out[f"{base}.{method}.ci_hi"] = _finite_or_none(est["ci_hi"])
@@ -368,7 +367,9 @@ def flat_keys(table: Mapping[str, Any], category: str,
                 out[f"{k}.verdict"] = c["verdict"]
                 if c["kind"] == "best_control":
                     out[f"{k}.control"] = c["b"]
-    return out
+    if protocol_segment and table.get("protocol"):
+        out = {f"{k}.{table['protocol']}": v for k, v in out.items()}
+    return {f"{category}.{k}": v for k, v in out.items()}
 
 
 def _finite_or_none(v: Any) -> float | None:
