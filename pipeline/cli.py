@@ -10,6 +10,7 @@ os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 
 import functools  # noqa: E402
 from collections.abc import Callable  # noqa: E402
+from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
 import click  # noqa: E402
@@ -362,14 +363,16 @@ def evaluate(**kwargs: Any) -> None:
     if kwargs["split_json"] and not os.path.isfile(kwargs["split_json"]):
         raise click.BadParameter(f"{kwargs['split_json']} does not exist", param_hint="--split")
     cfg = EvaluateConfig(**{k: v for k, v in kwargs.items() if v is not None})
-    metrics = run_evaluate_stage(cfg)
-    keys = [k for k, v in metrics.items() if (".pck@5." in k or ".miou." in k)
-            and ".ci_" not in k and ".diff." not in k and not isinstance(v, str)]
-    click.echo(f"primary protocol: {cfg.protocol} (other protocol: keys ending .<protocol>)")
-    for k in sorted(keys):
-        v = metrics[k]
-        click.echo(f"{k:<60} {'-' if v is None else f'{v:.3f}'}")
-    click.echo(f"report: {cfg.report_dir}/index.html")
+    run_evaluate_stage(cfg)
+    import json
+
+    from pipeline.evaluation.report import headline_markdown
+
+    summary = json.loads((Path(cfg.report_dir) / "summary.json").read_text())
+    if summary.get("headline"):  # the primary protocol's comparison, as in the report
+        click.echo(headline_markdown(summary["headline"][0], ("kp PCK@5", "part mIoU")))
+    click.echo(f"all metrics: {cfg.report_dir}/metrics.json (other protocol: keys ending "
+               f".<protocol>); report: {cfg.report_dir}/index.html")
 
 
 @main.group("edit")

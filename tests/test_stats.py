@@ -216,3 +216,14 @@ def test_headline_html_tables_claims_definitions_and_few_pairs_warning():
                                                             n_pairs=10)}, None, n_boot=100)
     assert small["few"]
     assert "Warning" in headline_html(small)
+
+
+def test_headline_markdown_lists_estimates_and_verdicts():
+    from pipeline.evaluation.report import headline_markdown
+
+    table = S.headline_table({"cross_instance": make_result("cross_instance", EFFECTS)},
+                             "official", n_boot=100)
+    md = headline_markdown(table, ("kp PCK@5",))
+    assert "**kp PCK@5**" in md and "part mIoU" not in md.split("| metric |")[0]
+    assert "| cross_instance |" in md and "pixel_xy (control)" in md
+    assert "student_internal - teacher_2d" in md and "student_internal > teacher_2d" in md

@@ -423,3 +423,41 @@ def headline_html(table: dict[str, Any]) -> str:
     rep.raw(_claims_table(table))
     rep.paragraph(SCORE_DEFINITIONS)
     return "\n".join(rep.parts)
+
+
+def headline_markdown(table: dict[str, Any], metrics: tuple[str, ...] | None = None) -> str:
+    """The headline table as Markdown (README, console): per metric a task x method table of
+    ``mean [lo, hi]``, then the claims with their verdicts."""
+    lines = [f"Protocol: {table.get('protocol') or 'single'}; 95% object-level bootstrap, "
+             f"{table['n_boot']} resamples."]
+    methods = table["methods"]
+    for metric in metrics or tuple(table["metrics"]):
+        cells = table["metrics"].get(metric, {})
+        tasks = [t for t in table["tasks"] if cells.get(t)]
+        if not tasks:
+            continue
+        names = [m + (" (control)" if m in table["controls"] else "") for m in methods]
+        lines += ["", f"**{metric}**", "", "| task | pairs / objects | " + " | ".join(names)
+                  + " |", "|---" * (len(methods) + 2) + "|"]
+        for task in tasks:
+            ests = cells[task]["methods"]
+            any_est = next(iter(ests.values()))
+            row = [_estimate_md(ests.get(m)) for m in methods]
+            lines.append(f"| {task} | {any_est['n_pairs']} / {any_est['n_objects']} | "
+                         + " | ".join(row) + " |")
+    lines += ["", "| metric | task | claim | difference [95% CI] | verdict |",
+              "|---|---|---|---|---|"]
+    for metric in metrics or tuple(table["metrics"]):
+        for task in table["tasks"]:
+            for c in table["metrics"].get(metric, {}).get(task, {}).get("claims", []):
+                lines.append(f"| {metric} | {task} | {c['a']} - {c['b']} | "
+                             f"{_num(c['mean'])} [{_num(c['ci_lo'])}, {_num(c['ci_hi'])}] | "
+                             f"{c['verdict']} |")
+    return "\n".join(lines)
+
+
+def _estimate_md(est: dict[str, Any] | None) -> str:
+    if not est or est.get("mean") is None:
+        return "n/a"
+    mark = " †" if est.get("few") else ""
+    return f"{est['mean']:.3f} [{_num(est['ci_lo'])}, {_num(est['ci_hi'])}]{mark}"
