@@ -35,7 +35,8 @@ def main() -> None:
     torch.manual_seed(0)
     cfg = ModelConfig(d_feature=152, backbone="effnet-lite0", pretrained_encoder=True,
                       width=args.width, n_blocks=args.blocks, combine_layer=2)
-    model = FeatureNeRF(cfg).eval()
+    # no parameter needs a gradient: grad mode then only selects the path, no graph is built
+    model = FeatureNeRF(cfg).eval().requires_grad_(False)
     K = torch.tensor([[131.25, 0, 64], [0, 131.25, 64], [0, 0, 1]])[None, None]
     c2w = torch.eye(4)[None, None].clone()
     c2w[..., 2, 3] = -1.3
