@@ -167,6 +167,7 @@ class StepSampler(torch.utils.data.Sampler):
             raise ValueError("StepSampler: no objects to sample")
         self.n, self.cfg, self.seed = n_objects, cfg, seed
         self.start, self.end, self.rank, self.world = start, end, rank, world
+        self._epoch: tuple[int, np.ndarray] = (-1, np.arange(0))
 
     def __len__(self) -> int:
         return max(0, self.end - self.start)
@@ -180,7 +181,10 @@ class StepSampler(torch.utils.data.Sampler):
         """(world * b,) object positions drawn at ``step`` by all ranks, rank-major."""
         per_step = self.cfg.objects_per_step * self.world
         epoch, within = divmod(step, self.steps_per_epoch)
-        order = np.random.default_rng([self.seed, epoch, 7919]).permutation(self.n)
+        if self._epoch[0] != epoch:  # one permutation per epoch, reused by its steps
+            self._epoch = (epoch, np.random.default_rng([self.seed, epoch, 7919]).permutation(
+                self.n))
+        order = self._epoch[1]
         if self.n < per_step:
             return np.resize(order, per_step)
         return order[within * per_step : (within + 1) * per_step]
