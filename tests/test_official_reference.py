@@ -265,18 +265,28 @@ def random_3d(rng: np.random.Generator) -> Case3D:
 # ------------------------------------------------------------------ agreement checks
 
 
+def _assert_dropped(res: M.PairResult, reason: str) -> str:
+    """A pair the released code raises on: dropped with that reason, nothing scored."""
+    assert res.dropped == reason, (reason, res.dropped)
+    assert np.isnan(res.kp.pck).all() and np.isnan(res.part.miou)
+    return reason
+
+
+def _assert_same_keypoints(res: M.PairResult, ref, counted: np.ndarray) -> None:
+    """Exact keypoint agreement: PCK per threshold and the per-keypoint errors."""
+    assert res.dropped is None and res.kp_dropped is None
+    assert res.kp.pck.tolist() == ref.kp_accs
+    assert res.kp.errors[counted].tolist() == ref.dist.tolist()
+
+
 def assert_agrees_2d(case: Case2D, res: M.PairResult | None = None) -> str | None:
     ref, reason = case.reference()
     res = res or case.project()
     assert res.protocol == "official"
     if reason is not None:
-        assert res.dropped == reason, (reason, res.dropped)
-        assert np.isnan(res.kp.pck).all() and np.isnan(res.part.miou)
-        return reason
-    assert res.dropped is None and res.kp_dropped is None
+        return _assert_dropped(res, reason)
     counted = case.counted
-    assert res.kp.pck.tolist() == ref.kp_accs
-    assert res.kp.errors[counted].tolist() == ref.dist.tolist()
+    _assert_same_keypoints(res, ref, counted)
     assert (res.kp.pred[counted] - 0.5).tolist() == ref.pred_kp.tolist()
     assert res.part.pred[case.trg_part != BG].tolist() == ref.pred_labels.tolist()
     if np.isnan(ref.iou):
@@ -290,13 +300,9 @@ def assert_agrees_3d(case: Case3D, res: M.PairResult | None = None) -> str | Non
     ref, reason = case.reference()
     res = res or case.project()
     if reason is not None:
-        assert res.dropped == reason, (reason, res.dropped)
-        assert np.isnan(res.kp.pck).all() and np.isnan(res.part.miou)
-        return reason
-    assert res.dropped is None and res.kp_dropped is None
+        return _assert_dropped(res, reason)
     counted = case.counted
-    assert res.kp.pck.tolist() == ref.kp_accs
-    assert res.kp.errors[counted].tolist() == ref.dist.tolist()
+    _assert_same_keypoints(res, ref, counted)
     assert res.kp.pred[counted].tolist() == ref.pred_kp.tolist()
     assert res.part.pred.tolist() == ref.pred_labels.tolist()
     if np.isnan(ref.iou):
