@@ -77,18 +77,15 @@ def deviations_from_official(cfg) -> list[str]:
     :func:`official_config` (schedule and naming keys excluded)."""
     from train.trainer import config_changes
 
-    official = official_config().to_dict()
-    current = cfg.to_dict()
-    out = []
-    for key in config_changes(official, current):
-        if key in _NOT_RECIPE:
-            continue
-        a, b = official, current
+    official, current = official_config().to_dict(), cfg.to_dict()
+
+    def value(d: dict, key: str) -> Any:  # both configs have the same nested keys
         for part in key.split("."):
-            a, b = a.get(part) if isinstance(a, dict) else None, b.get(part) if isinstance(
-                b, dict) else None
-        out.append(f"{key}: {a!r} -> {b!r}")
-    return out
+            d = d[part]
+        return d
+
+    return [f"{key}: {value(official, key)!r} -> {value(current, key)!r}"
+            for key in config_changes(official, current) if key not in _NOT_RECIPE]
 
 
 def build_train_config(

@@ -39,6 +39,7 @@ import numpy as np
 from cache.feature_store import FeatureStore
 from cache.render_store import RenderStore
 from cache.zarr_io import StoreError
+from pipeline.evaluation import stats
 from pipeline.evaluation.controls import (
     CONTROL_NAMES,
     PixelPositionSource,
@@ -315,11 +316,8 @@ def flat_metrics(
     metric also ``<category>.<group>.<kp|part><dim>.n_dropped.<method>[.<protocol>]``: pairs
     without that score (dropped pairs + pairs kept without it; reasons in summary.json)."""
     out: dict[str, Any] = {}
-    names = {"cross_view": ("cross_view", "2d"), "cross_instance": ("cross_instance", "2d"),
-             "cross_instance_views": ("cross_instance_views", "2d"),
-             "3d": ("cross_instance", "3d")}
     for task, res in results.items():
-        group, dim = names[task]
+        group, dim = stats.TASK_GROUPS[task]
         for k, protocol in enumerate(res.protocols):
             suffix = f".{protocol}" if k else ""
             for method, s in res.summary(protocol).items():
@@ -436,7 +434,6 @@ def run_evaluate_stage(cfg: EvaluateConfig) -> dict[str, Any]:
         swap = _swap_example(methods.renderers["student"], store, pairs)
 
     metrics = flat_metrics(cfg.category, results, nvs, pairs)
-    from pipeline.evaluation import stats  # headline: object-level bootstrap CIs and claims
 
     protocols = stats.protocols(results, cfg.protocol)  # [None] or e.g. [primary, other]
     headline = [stats.headline_table(results, p, seed=cfg.seed) for p in protocols]

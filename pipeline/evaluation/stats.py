@@ -29,9 +29,11 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.evaluation.controls import CONTROL_NAMES
+
 HEADLINE = "student_internal"
 CLAIM_BASELINES = ("teacher_2d", "pixelnerf_internal")
-CONTROLS = ("untrained_internal", "coord_depth", "pixel_xy", "pixel_bbox_xy")
+CONTROLS = CONTROL_NAMES
 METHOD_ORDER = ("student_internal", "student_feature", "teacher_2d", "pixelnerf_internal",
                 *CONTROLS)
 TASK_ORDER = ("cross_instance_views", "cross_instance", "cross_view", "3d")
