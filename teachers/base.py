@@ -193,10 +193,13 @@ class Teacher(ABC):
     def grid(self) -> tuple[int, int]:
         """(h, w) of the feature maps."""
 
+    #: where the teacher computes; teachers with a model set it from their ``device`` option
+    _device: str = "cpu"
+
     @property
     def device(self) -> str:
         """Where the teacher computes ("cpu", "cuda", ...)."""
-        return "cpu"
+        return self._device
 
     @abstractmethod
     def identity(self) -> dict[str, Any]:

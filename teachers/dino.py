@@ -308,10 +308,6 @@ class DinoTeacher(Teacher):
     def grid(self) -> tuple[int, int]:
         return self.input_size // self.patch_size[0], self.input_size // self.patch_size[1]
 
-    @property
-    def device(self) -> str:
-        return self._device
-
     def identity(self) -> dict[str, Any]:
         ident = self._base_identity()
         ident.update(

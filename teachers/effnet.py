@@ -137,10 +137,6 @@ class EffNetTeacher(Teacher):
         side = self.input_size // self.stride
         return side, side
 
-    @property
-    def device(self) -> str:
-        return self._device
-
     def identity(self) -> dict[str, Any]:
         ident = self._base_identity()
         ident.update(

@@ -266,10 +266,6 @@ class LdmTeacher(Teacher):
     def grid(self) -> tuple[int, int]:
         return self._grid
 
-    @property
-    def device(self) -> str:
-        return self._device
-
     def identity(self) -> dict[str, Any]:
         ident = self._base_identity()
         local = Path(self.model_ref).is_dir()
