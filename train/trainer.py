@@ -263,8 +263,7 @@ def train(cfg: TrainConfig, resume: bool = True, progress: bool = True,
         writer.close()
     wall = time.perf_counter() - t0
     n = max(1, len(history))
-    visits = StepSampler(len(dataset), cfg.data, cfg.seed, 0, cfg.steps, 0,
-                         dist_info.world).visit_counts()
+    visits = sampler.visit_counts(0, cfg.steps)  # the whole schedule, all ranks
     return {
         "object_visits": dict(zip(map(int, sampler_objects), visits.tolist(), strict=True)),
         "steps": cfg.steps, "start_step": start, "wall_s": wall,

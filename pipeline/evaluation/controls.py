@@ -26,7 +26,7 @@ from __future__ import annotations
 import numpy as np
 
 from cache.render_store import RenderStore
-from pipeline.evaluation.features import NerfRenderer, upsample
+from pipeline.evaluation.features import NerfRenderer, project_into_view, upsample
 
 CONTROL_NAMES = ("untrained_internal", "coord_depth", "pixel_xy", "pixel_bbox_xy")
 POSITION_SCALE = 0.5
@@ -95,13 +95,7 @@ class PixelPositionSource:
         return position_descriptor(self._position(pixel_grid(size, size), obj, view))
 
     def at_points(self, obj: int, input_view: int, xyz: np.ndarray) -> np.ndarray:
-        import torch
-
-        from train.rays import project_points
-
-        K = torch.from_numpy(self.store.read("K", (obj, input_view))).float()[None]
-        c2w = torch.from_numpy(self.store.read("c2w", (obj, input_view))).float()[None]
-        uv, _ = project_points(torch.from_numpy(np.asarray(xyz, np.float32))[None], K, c2w)
+        uv = project_into_view(self.store, obj, input_view, xyz)
         return position_descriptor(self._position(uv[0].numpy(), obj, input_view))
 
 

@@ -426,17 +426,23 @@ class TeacherSource:
         return upsample(self.raw(obj, view), (size, size))
 
     def at_points(self, obj: int, input_view: int, xyz: np.ndarray) -> np.ndarray:
-        from train.rays import project_points
-
-        K = torch.from_numpy(self.store.read("K", (obj, input_view))).float()[None]
-        c2w = torch.from_numpy(self.store.read("c2w", (obj, input_view))).float()[None]
-        uv, _ = project_points(torch.from_numpy(np.asarray(xyz, np.float32))[None], K, c2w)
+        uv = project_into_view(self.store, obj, input_view, xyz)
         size = self.store.image_size
         grid = (uv / size * 2.0 - 1.0)[:, :, None, :]  # pixel centres +0.5, align_corners=False
         fmap = torch.from_numpy(self.raw(obj, input_view)).permute(2, 0, 1)[None]
         out = F.grid_sample(fmap, grid, mode="bilinear", padding_mode="border",
                             align_corners=False)
         return out[0, :, :, 0].T.numpy()
+
+
+def project_into_view(store: RenderStore, obj: int, view: int, xyz: np.ndarray) -> torch.Tensor:
+    """(N, 3) object-frame points -> (1, N, 2) float32 pixel coordinates in ``view`` of ``obj``
+    (pixel centres at +0.5, :func:`train.rays.project_points`)."""
+    from train.rays import project_points
+
+    K = torch.from_numpy(store.read("K", (obj, view))).float()[None]
+    c2w = torch.from_numpy(store.read("c2w", (obj, view))).float()[None]
+    return project_points(torch.from_numpy(np.asarray(xyz, np.float32))[None], K, c2w)[0]
 
 
 def resolve_device(name: str | torch.device) -> torch.device:
