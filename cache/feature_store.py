@@ -3,8 +3,11 @@
 ``feat`` float16 (N, V, h, w, C): one chunk per (object, view), one shard per object. Attrs hold
 the teacher identity dict and the fingerprint of the render store it was computed from; a store
 whose identity or source fingerprint differs is stale and is never reused silently. Per-object
-``done`` flags make interrupted runs resumable. Optional PCA keeps D < C channels and stores the
-basis (``pca_mean`` (C,), ``pca_components`` (C, D)) beside the data.
+``done`` flags make interrupted runs resumable; each object's ``feat`` digest is written before
+its flag and checked by :meth:`FeatureStore.verify` (:mod:`cache.integrity`). The source render
+store's settings (attrs ``render_config``) and per-object digests (``render_digests`` (N, 32))
+let a stale message say what changed. Optional PCA keeps D < C channels and stores the basis
+(``pca_mean`` (C,), ``pca_components`` (C, D)) beside the data.
 """
 
 from __future__ import annotations
@@ -15,9 +18,20 @@ from typing import Any
 import numpy as np
 import zarr
 
-from cache.zarr_io import StoreError, create_object_array, open_group, read_checked, short_hash
+from cache import integrity
+from cache.zarr_io import (
+    StaleStoreError,
+    StoreError,
+    create_group_atomically,
+    create_object_array,
+    describe_changes,
+    open_group,
+    read_checked,
+    short_hash,
+)
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: feat digests, zstd checksums, done_objects, render digests
+CONTENT_ARRAYS = ("feat",)
 
 
 def store_key(identity: dict, render_fingerprint: str, pca_dim: int | None) -> str:
@@ -43,8 +57,11 @@ class FeatureStoreWriter:
         attrs: dict,
         if_stale: str = "fail",
         overwrite: bool = False,
+        render_digests: np.ndarray | None = None,
     ) -> FeatureStoreWriter:
-        """Open for writing. ``attrs`` needs ``identity``, ``render_fingerprint``, ``pca_dim``."""
+        """Open for writing. ``attrs`` needs ``identity``, ``render_fingerprint``, ``pca_dim``
+        (and, for precise stale messages, ``render_config``); ``render_digests`` (N, 32) are the
+        source render store's per-object digests."""
         path = str(path)
         key = store_key(attrs["identity"], attrs["render_fingerprint"], attrs.get("pca_dim"))
         if Path(path).exists() and any(Path(path).iterdir()) and not overwrite:
@@ -54,16 +71,23 @@ class FeatureStoreWriter:
                 return cls(path)
             if if_stale != "overwrite":
                 raise StoreError(
-                    f"{path}: feature store is stale (computed with "
-                    f"{_stale_reason(dict(group.attrs), attrs)}); re-run with --if-stale "
+                    f"{path}: feature store is stale ("
+                    f"{stale_reason(group, attrs, render_digests)}); re-run with --if-stale "
                     "overwrite to recompute it"
                 )
-        group = zarr.open_group(path, mode="w", zarr_format=3)
-        create_object_array(group, "feat", n_objects, (n_views, *grid, dim), "float16", 0.0)
-        create_object_array(group, "done", n_objects, (), "uint8", 0, per_view=False)
-        group.attrs.update(
-            {**attrs, "store_key": key, "format_version": FORMAT_VERSION, "complete": False}
-        )
+
+        def build(group: zarr.Group) -> None:
+            create_object_array(group, "feat", n_objects, (n_views, *grid, dim), "float16", 0.0)
+            create_object_array(group, integrity.DIGESTS, n_objects, (1, 32), "uint8", 0,
+                                per_view=False)
+            create_object_array(group, integrity.DONE, n_objects, (), "uint8", 0,
+                                per_view=False)
+            if render_digests is not None:
+                group.create_array("render_digests", data=np.asarray(render_digests, np.uint8))
+            group.attrs.update({**attrs, "store_key": key, "format_version": FORMAT_VERSION,
+                                "complete": False, "content_arrays": list(CONTENT_ARRAYS)})
+
+        create_group_atomically(path, build)
         return cls(path)
 
     def set_pca(self, mean: np.ndarray, components: np.ndarray) -> None:
@@ -94,66 +118,140 @@ class FeatureStoreWriter:
             for k, v in enumerate(views):
                 arr[index, int(v)] = feat[k].astype(np.float16)
 
-    def mark_done(self, index: int) -> None:
-        self.group["done"][index] = 1
+    def mark_done(self, index: int, feat: np.ndarray | None = None) -> None:
+        """Write the digest of object ``index`` (its whole (V, h, w, D) ``feat`` as written, or
+        read back from the store when not given), then its done flag."""
+        if feat is None:
+            feat = self.group["feat"][index]
+        feat = np.asarray(feat, np.float16)
+        self.group[integrity.DIGESTS][index] = integrity.object_digests({"feat": feat}, ("feat",))
+        self.group[integrity.DONE][index] = 1
+
+    def damaged(self, indices: list[int]) -> list[integrity.Problem]:
+        """Problems of the done objects ``indices`` (re-read against their digests)."""
+        ids = self.group.attrs.get("object_ids") or [str(i) for i in range(len(self.done_mask()))]
+        return [p for i in indices for p in integrity.check_object(
+            self.group, self.path, i, ids[i], CONTENT_ARRAYS, CONTENT_ARRAYS)]
+
+    def reset(self, indices: list[int]) -> None:
+        """Clear the done flags of ``indices`` so this run recomputes them."""
+        integrity.reset_objects(self.group, indices)
 
     def finalize(self, expected: list[int], extra_attrs: dict) -> bool:
         """Mark complete when every expected object is done; returns completeness."""
         done = self.done_mask()
         complete = bool(all(done[i] for i in expected))
-        self.group.attrs.update({**extra_attrs, "complete": complete})
+        self.group.attrs.update({
+            **extra_attrs, "complete": complete, "expected_objects": list(map(int, expected)),
+            "done_objects": np.flatnonzero(done).tolist(),
+            "fingerprint": integrity.fingerprint_of(self.group, self.group.attrs["store_key"])})
         return complete
 
 
-def _stale_reason(found: dict, wanted: dict) -> str:
-    if found.get("render_fingerprint") != wanted.get("render_fingerprint"):
-        return "other renders: the render store changed since"
+def stale_reason(group: zarr.Group, wanted: dict, render_digests: np.ndarray | None) -> str:
+    """What changed between a store and the wanted teacher / renders / PCA, by name and value."""
+    found = dict(group.attrs)
     if found.get("identity") != wanted.get("identity"):
-        diff = sorted(
-            k
-            for k in set(found.get("identity", {})) | set(wanted["identity"])
-            if found.get("identity", {}).get(k) != wanted["identity"].get(k)
-        )
-        return f"another teacher configuration: {', '.join(diff)} differ"
-    return f"another PCA setting ({found.get('pca_dim')} vs {wanted.get('pca_dim')})"
+        changes = describe_changes(found.get("identity", {}), wanted.get("identity", {}))
+        return "another teacher configuration: " + ", ".join(changes)
+    if found.get("render_fingerprint") != wanted.get("render_fingerprint"):
+        changes = describe_changes(found.get("render_config") or {},
+                                   wanted.get("render_config") or {})
+        if changes:
+            return "the renders were made with other settings: " + ", ".join(changes)
+        if render_digests is not None and "render_digests" in group:
+            old, ids = group["render_digests"][:], wanted.get("object_ids") or []
+            if old.shape == render_digests.shape:
+                changed = [ids[i] if i < len(ids) else str(i)
+                           for i in np.flatnonzero((old != render_digests).any(axis=1))]
+                if changed:
+                    shown = ", ".join(changed[:5]) + (" ..." if len(changed) > 5 else "")
+                    return (f"the renders of {len(changed)} object(s) changed since "
+                            f"(same settings): {shown}")
+        return "the render store changed since (same settings; other objects or content)"
+    return f"another PCA setting: pca_dim: {found.get('pca_dim')} -> {wanted.get('pca_dim')}"
 
 
 class FeatureStore:
-    """Read access; checks completeness and (optionally) freshness against a render store."""
+    """Read access; checks completeness, its done flags and (optionally) freshness against the
+    render store it is used with. Call :meth:`verify` on the objects a stage will use."""
 
-    def __init__(
-        self, path: str | Path, render_fingerprint: str | None = None, identity: dict | None = None
-    ):
+    def __init__(self, path: str | Path, render_fingerprint: str | None = None,
+                 identity: dict | None = None, renders: Any = None):
+        """``renders``: the RenderStore it is used with (its fingerprint, settings and object
+        digests give a precise stale message; it replaces ``render_fingerprint``)."""
         self.path = str(path)
         if not Path(self.path).exists():
             raise StoreError(
                 f"{self.path}: no feature store here; run `fnerf-pipeline distill-cache` first"
             )
         self.group = open_group(self.path)
-        for name in ("feat", "done"):
+        for name in ("feat", integrity.DIGESTS, integrity.DONE):
             if name not in self.group:
                 raise StoreError(
-                    f"{self.path}: feature store lacks array {name!r}; delete it "
-                    "and re-run distill-cache"
+                    f"{self.path}: feature store lacks array {name!r} (an older format or a "
+                    "damaged store); re-run distill-cache with --overwrite"
                 )
         self.attrs: dict[str, Any] = dict(self.group.attrs)
+        if self.attrs.get("format_version") != FORMAT_VERSION:
+            raise StoreError(
+                f"{self.path}: feature store format {self.attrs.get('format_version')} is not "
+                f"this version's {FORMAT_VERSION}; re-run distill-cache with --overwrite")
         if not self.attrs.get("complete"):
             raise StoreError(
                 f"{self.path}: feature store is incomplete; re-run distill-cache to resume it"
             )
+        self._check_flags()
+        if renders is not None:
+            render_fingerprint = renders.fingerprint
         if (
             render_fingerprint is not None
             and self.attrs.get("render_fingerprint") != render_fingerprint
         ):
-            raise StoreError(
-                f"{self.path}: feature store is stale: it was computed from other "
-                "renders; re-run `fnerf-pipeline distill-cache --if-stale overwrite`"
+            wanted = {"identity": self.attrs.get("identity"),
+                      "render_fingerprint": render_fingerprint,
+                      "render_config": renders.attrs.get("config") if renders else None,
+                      "object_ids": renders.object_ids if renders else None}
+            digests = renders.object_digests() if renders is not None else None
+            raise StaleStoreError(
+                f"{self.path}: feature store is stale ({stale_reason(self.group, wanted, digests)}"
+                "); re-run `fnerf-pipeline distill-cache --if-stale overwrite`"
             )
         if identity is not None and self.attrs.get("identity") != identity:
-            raise StoreError(
-                f"{self.path}: feature store is stale: "
-                f"{_stale_reason(self.attrs, {'identity': identity})}"
+            raise StaleStoreError(
+                f"{self.path}: feature store is stale ("
+                f"{stale_reason(self.group, {**self.attrs, 'identity': identity}, None)})"
             )
+
+    def _check_flags(self) -> None:
+        ids = self.attrs.get("object_ids") or [str(i) for i in range(self.group["done"].shape[0])]
+        problems = integrity.check_done_flags(self.group, ids)
+        missing = sorted(set(self.attrs.get("expected_objects", [])) - set(
+            np.flatnonzero(self.group[integrity.DONE][:]).tolist()))
+        problems += [integrity.Problem(i, ids[i], "done", "expected but not done")
+                     for i in missing if all(p.index != i for p in problems)]
+        if problems:
+            raise StoreError(integrity.describe(problems, self.path, "distill-cache"))
+        if integrity.fingerprint_of(self.group, self.attrs.get("store_key")) != \
+                self.attrs.get("fingerprint"):
+            raise StoreError(f"{self.path}: the stored digests do not match the store's "
+                             f"fingerprint; run `fnerf-pipeline verify {self.path}`")
+
+    def verify(self, indices: list[int], rerun: str = "distill-cache") -> None:
+        """Re-read ``feat`` of objects ``indices`` against their digests (StoreError if bad);
+        an object that is not done is an error too."""
+        done = self.group[integrity.DONE][:].astype(bool)
+        ids = self.attrs.get("object_ids") or [str(i) for i in range(len(done))]
+        problems = [integrity.Problem(i, ids[i], "done", "not computed in this store")
+                    for i in indices if not done[i]]
+        problems += [p for i in indices if done[i] for p in integrity.check_object(
+            self.group, self.path, i, ids[i], CONTENT_ARRAYS, CONTENT_ARRAYS)]
+        if problems:
+            raise StoreError(integrity.describe(problems, self.path, rerun))
+
+    @property
+    def fingerprint(self) -> str:
+        return str(self.attrs.get("fingerprint"))
 
     @property
     def feat(self) -> zarr.Array:
@@ -170,12 +268,14 @@ class FeatureStore:
         return int(self.feat.shape[2]), int(self.feat.shape[3])
 
     def read(self, index: Any) -> np.ndarray:
-        return read_checked(self.feat, index, self.path, "feat", rerun="distill-cache")
+        return read_checked(self.feat, index, self.path, "feat", rerun="distill-cache",
+                            object_ids=self.attrs.get("object_ids"))
 
     def read_views(self, index: int, views: np.ndarray) -> np.ndarray:
         """(V', h, w, D) features of several views of one object in one call."""
         return read_checked(self.feat, (index, [int(v) for v in views]), self.path, "feat",
-                            orthogonal=True, rerun="distill-cache")
+                            orthogonal=True, rerun="distill-cache",
+                            object_ids=self.attrs.get("object_ids"))
 
     def pca(self) -> tuple[np.ndarray, np.ndarray] | None:
         if "pca_components" not in self.group:

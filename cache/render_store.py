@@ -1,14 +1,15 @@
 """The render store: ``data/renders/<category>.zarr`` (contract: docs/contracts.md, section 1).
 
 Zarr v3, one chunk per (object, view), one shard per object. Per-object completion is explicit:
-an object's arrays are written first, then its content digest, then its ``done`` flag, so a
-killed run never leaves an object that looks complete, and re-running resumes at the first
-object whose flag is not set.
+an object's arrays are written first, then one digest per array (``digests``), then its ``done``
+flag, so a killed run never leaves an object that looks complete, and re-running resumes at the
+first object whose flag is not set. Reads are verified (:mod:`cache.integrity`): zstd checksums
+catch flipped bits, the digests catch lost or swapped chunks, and the attrs' ``done_objects``
+catch a lost ``done`` flag.
 """
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,17 +17,19 @@ from typing import Any
 import numpy as np
 import zarr
 
+from cache import integrity
 from cache.zarr_io import (
     StoreError,
+    create_group_atomically,
     create_object_array,
-    digest_arrays,
+    describe_changes,
     open_group,
     read_checked,
     short_hash,
 )
 from renderers.job import RenderedObject
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: per-array digests, zstd checksums, done_objects
 
 # name -> (dtype, per-object shape given (V, H, P, S), per-view chunking, fill value)
 ARRAYS: dict[str, tuple[str, Any, bool, Any]] = {
@@ -43,9 +46,10 @@ ARRAYS: dict[str, tuple[str, Any, bool, Any]] = {
     "points": ("float32", lambda V, H, P, S: (S, 3), False, 0.0),
     "point_part": ("int16", lambda V, H, P, S: (S,), False, -1),
     "seed": ("int64", lambda V, H, P, S: (2,), False, 0),
-    "digest": ("uint8", lambda V, H, P, S: (32,), False, 0),
-    "done": ("uint8", lambda V, H, P, S: (), False, 0),
 }
+CONTENT_ARRAYS = tuple(ARRAYS)  # the arrays each object's digests cover, in digest order
+ARRAYS[integrity.DIGESTS] = ("uint8", lambda V, H, P, S: (len(CONTENT_ARRAYS), 32), False, 0)
+ARRAYS[integrity.DONE] = ("uint8", lambda V, H, P, S: (), False, 0)
 IMAGE_ARRAYS = ("rgb", "alpha", "depth", "part")
 
 
@@ -95,20 +99,23 @@ class RenderStoreWriter:
             if found != config_key and if_stale != "overwrite":
                 raise StoreError(
                     f"{path}: existing render store was written with other settings "
-                    f"(config key {found} != {config_key}); pass --overwrite to re-render it, "
-                    "or choose another --out"
+                    f"({stale_reason(dict(group.attrs), attrs)}); pass --if-stale overwrite to "
+                    "re-render it, or choose another --out"
                 )
             if found == config_key:
                 return cls(path)
-        group = zarr.open_group(path, mode="w", zarr_format=3)
         V, H, P, S = layout.shape_args()
-        for name, (dtype, shape_fn, per_view, fill) in ARRAYS.items():
-            create_object_array(
-                group, name, layout.n_objects, shape_fn(V, H, P, S), dtype, fill, per_view
-            )
-        group.attrs.update(
-            {**attrs, "config_key": config_key, "format_version": FORMAT_VERSION, "complete": False}
-        )
+
+        def build(group: zarr.Group) -> None:
+            for name, (dtype, shape_fn, per_view, fill) in ARRAYS.items():
+                create_object_array(
+                    group, name, layout.n_objects, shape_fn(V, H, P, S), dtype, fill, per_view
+                )
+            group.attrs.update({**attrs, "config_key": config_key,
+                                "format_version": FORMAT_VERSION, "complete": False,
+                                "content_arrays": list(CONTENT_ARRAYS)})
+
+        create_group_atomically(path, build)
         return cls(path)
 
     def done_mask(self) -> np.ndarray:
@@ -116,7 +123,7 @@ class RenderStoreWriter:
         return self.group["done"][:].astype(bool)
 
     def write_object(self, index: int, obj: RenderedObject) -> None:
-        """Write every array of object ``index``; the ``done`` flag goes last."""
+        """Write every array of object ``index``, then its digests; the ``done`` flag goes last."""
         g, v = self.group, obj.views
         values = {
             "rgb": v.rgb,
@@ -133,17 +140,27 @@ class RenderStoreWriter:
             "point_part": obj.point_part,
             "seed": np.array([obj.job.seed, obj.job.camera_seed], np.int64),
         }
-        for name, value in values.items():
+        for name in CONTENT_ARRAYS:
             expected = g[name].shape[1:]
-            if tuple(value.shape) != tuple(expected):
+            values[name] = np.asarray(values[name], dtype=g[name].dtype)  # digest what is stored
+            if tuple(values[name].shape) != tuple(expected):
                 raise StoreError(
                     f"{self.path}: object {obj.job.object_id} array {name} has shape "
-                    f"{value.shape}, store expects {expected}"
+                    f"{values[name].shape}, store expects {expected}"
                 )
-            g[name][index] = value
-        digest = digest_arrays(*(values[n] for n in IMAGE_ARRAYS), obj.c2w)
-        g["digest"][index] = np.frombuffer(bytes.fromhex(digest), np.uint8)
-        g["done"][index] = 1
+            g[name][index] = values[name]
+        g[integrity.DIGESTS][index] = integrity.object_digests(values, CONTENT_ARRAYS)
+        g[integrity.DONE][index] = 1
+
+    def damaged(self, indices: list[int]) -> list[integrity.Problem]:
+        """Problems of the done objects ``indices`` (every array re-read against its digest)."""
+        ids = self.group.attrs["object_ids"]
+        return [p for i in indices for p in integrity.check_object(
+            self.group, self.path, i, ids[i], CONTENT_ARRAYS, CONTENT_ARRAYS)]
+
+    def reset(self, indices: list[int]) -> None:
+        """Clear the done flags of ``indices`` so this run redoes them."""
+        integrity.reset_objects(self.group, indices)
 
     def finalize(self, extra_attrs: dict) -> str:
         """Mark the store complete (all objects done or listed as skipped); returns fingerprint."""
@@ -152,18 +169,24 @@ class RenderStoreWriter:
         ids = self.group.attrs["object_ids"]
         missing = [i for i, d in zip(ids, done, strict=True) if not d and i not in skipped]
         fingerprint = fingerprint_of(self.group)
-        self.group.attrs.update(
-            {**extra_attrs, "complete": not missing, "fingerprint": fingerprint}
-        )
+        self.group.attrs.update({**extra_attrs, "complete": not missing, "fingerprint": fingerprint,
+                                 "done_objects": np.flatnonzero(done).tolist()})
         return fingerprint
 
 
 def fingerprint_of(group: zarr.Group) -> str:
-    """sha256 over the config key and every object's content digest (order matters)."""
-    h = hashlib.sha256(str(group.attrs.get("config_key")).encode())
-    h.update(group["digest"][:].tobytes())
-    h.update(group["done"][:].tobytes())
-    return h.hexdigest()
+    """sha256 over the config key, every object's digests and the done flags (order matters)."""
+    return integrity.fingerprint_of(group, str(group.attrs.get("config_key")))
+
+
+def stale_reason(found: dict, wanted: dict) -> str:
+    """What differs between a store's attrs and the wanted ones, as ``key: old -> new``."""
+    changes = describe_changes(found.get("config", {}), wanted.get("config", {}))
+    if found.get("object_ids") != wanted.get("object_ids"):
+        old, new = found.get("object_ids") or [], wanted.get("object_ids") or []
+        changes.append(f"objects: {len(old)} -> {len(new)} "
+                       f"({len(set(new) - set(old))} new, {len(set(old) - set(new))} dropped)")
+    return ", ".join(changes) or "another pipeline version"
 
 
 class RenderStore:
@@ -184,12 +207,56 @@ class RenderStore:
             )
         self.attrs = dict(self.group.attrs)
         self._arrays: dict[str, zarr.Array] = {}
+        if self.attrs.get("format_version") != FORMAT_VERSION:
+            raise StoreError(
+                f"{self.path}: render store format {self.attrs.get('format_version')} is not "
+                f"this version's {FORMAT_VERSION} (it has no verifiable digests); re-render it "
+                "with `fnerf-pipeline render --overwrite`"
+            )
         if not self.attrs.get("complete") and not allow_incomplete:
             n_done = int(self.group["done"][:].sum())
             raise StoreError(
                 f"{self.path}: render store is incomplete ({n_done}/{self.n_objects} objects "
                 "done); re-run the render stage to resume it"
             )
+        if self.attrs.get("complete"):
+            self._check_flags()
+
+    def _check_flags(self) -> None:
+        """Done flags against the attrs' done list, the digests against the fingerprint."""
+        problems = integrity.check_done_flags(self.group, self.object_ids)
+        if problems:
+            raise StoreError(integrity.describe(problems, self.path, "the render stage"))
+        if fingerprint_of(self.group) != self.attrs.get("fingerprint"):
+            raise StoreError(
+                f"{self.path}: the stored digests do not match the store's fingerprint (the "
+                f"digests array was changed); run `fnerf-pipeline verify {self.path}`"
+            )
+
+    def verify(self, indices: list[int], names: tuple[str, ...] = CONTENT_ARRAYS,
+               rerun: str = "the render stage") -> None:
+        """Re-read arrays ``names`` of objects ``indices`` against their digests; any damage is
+        a StoreError naming the objects, the arrays and the fix. Call before using them."""
+        problems = [p for i in indices for p in integrity.check_object(
+            self.group, self.path, i, self.object_ids[i], names, CONTENT_ARRAYS)]
+        if problems:
+            raise StoreError(integrity.describe(problems, self.path, rerun))
+
+    def object_digests(self) -> np.ndarray:
+        """(N, 32) uint8: one digest per object (over its per-array digests)."""
+        return np.stack([integrity.array_digest(d)
+                         for d in self.read(integrity.DIGESTS, slice(None))])
+
+    def read_object(self, index: int, names: tuple[str, ...]) -> dict[str, np.ndarray]:
+        """Whole-object arrays ``names`` of ``index``, each checked against its digest."""
+        digests = self.read(integrity.DIGESTS, index)
+        out = {}
+        for name in names:
+            out[name] = self.read(name, index)
+            if not np.array_equal(integrity.array_digest(out[name]),
+                                  digests[CONTENT_ARRAYS.index(name)]):
+                self.verify([index], (name,))  # raises with the precise reason
+        return out
 
     @property
     def n_objects(self) -> int:
@@ -235,8 +302,10 @@ class RenderStore:
     def read_views(self, name: str, index: int, views: np.ndarray) -> np.ndarray:
         """``array[name][index, views]`` for a list of views in one call (V', ...)."""
         return read_checked(self.array(name), (index, [int(v) for v in views]), self.path, name,
-                            orthogonal=True, rerun="the render stage")
+                            orthogonal=True, rerun="the render stage",
+                            object_ids=self.attrs["object_ids"])
 
     def read(self, name: str, index: Any) -> np.ndarray:
         """``array[name][index]`` with corrupt-chunk errors turned into StoreError."""
-        return read_checked(self.array(name), index, self.path, name, rerun="the render stage")
+        return read_checked(self.array(name), index, self.path, name, rerun="the render stage",
+                            object_ids=self.attrs["object_ids"])

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +16,10 @@ from zarr.codecs import ZstdCodec
 
 class StoreError(RuntimeError):
     """A store is missing, corrupt, incomplete or stale; the message says what to do."""
+
+
+class StaleStoreError(StoreError):
+    """A sound store computed from other inputs or settings (the message names what changed)."""
 
 
 def canonical_json(obj: Any) -> str:
@@ -55,10 +61,26 @@ def create_object_array(
         chunks=chunks,
         shards=shards,
         dtype=dtype,
-        compressors=ZstdCodec(level=level),
+        compressors=ZstdCodec(level=level, checksum=True),  # bit flips fail to decode
         fill_value=fill_value,
         overwrite=True,
     )
+
+
+def create_group_atomically(path: str | Path, build: Callable[[zarr.Group], None]) -> None:
+    """Create the store at ``path`` whole or not at all: ``build`` fills a sibling
+    ``<path>.creating`` folder (arrays and attrs), which then replaces ``path`` by renames.
+    A run killed meanwhile leaves only the sibling, removed by the next creation (callers hold
+    the store's writer lock, so any sibling is a dead run's)."""
+    path = Path(path)
+    tmp, old = Path(f"{path}.creating"), Path(f"{path}.replaced")
+    for leftover in (tmp, old):
+        shutil.rmtree(leftover, ignore_errors=True)
+    build(zarr.open_group(str(tmp), mode="w", zarr_format=3))
+    if path.exists():
+        path.rename(old)
+    tmp.rename(path)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def open_group(path: str | Path, mode: str = "r") -> zarr.Group:
@@ -72,24 +94,40 @@ def open_group(path: str | Path, mode: str = "r") -> zarr.Group:
         ) from exc
 
 
-def digest_arrays(*arrays: np.ndarray) -> str:
-    """sha256 over the raw bytes of ``arrays`` (used as a per-object content digest)."""
-    h = hashlib.sha256()
-    for a in arrays:
-        h.update(np.ascontiguousarray(a).tobytes())
-    return h.hexdigest()
+def describe_changes(old: dict, new: dict, prefix: str = "") -> list[str]:
+    """``key: old -> new`` for every (nested, dotted) key whose value differs, e.g.
+    ``rig.image_size: 128 -> 64``; used by the stale-store messages instead of hashes."""
+    out = []
+    for key in sorted(set(old) | set(new), key=str):
+        a, b, name = old.get(key), new.get(key), f"{prefix}{key}"
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += describe_changes(a, b, f"{name}.")
+        elif canonical_json(a) != canonical_json(b):
+            out.append(f"{name}: {_short(a)} -> {_short(b)}")
+    return out
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    text = "(unset)" if value is None else canonical_json(value).strip('"')
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def read_checked(
     array: zarr.Array, selection: Any, store: str | Path, name: str, orthogonal: bool = False,
-    rerun: str = "the stage",
+    rerun: str = "the stage", object_ids: list[str] | None = None,
 ) -> np.ndarray:
     """Read ``array[selection]`` (``array.oindex[selection]`` if ``orthogonal``, for index
-    lists); a corrupt chunk becomes a StoreError naming the store, the array and ``rerun``."""
+    lists); a chunk that fails to decode (zstd checksum, truncated shard) becomes a StoreError
+    naming the store, the object (from ``object_ids``), the array and the fix."""
     try:
         return array.oindex[selection] if orthogonal else array[selection]
     except Exception as exc:
+        first = selection[0] if isinstance(selection, tuple) else selection
+        where = f"at {selection}"
+        if object_ids is not None and isinstance(first, int | np.integer):
+            where = f"of object {object_ids[int(first)]} (index {int(first)})"
         raise StoreError(
-            f"{store}: array {name!r} could not be read at {selection} "
-            f"({type(exc).__name__}: {exc}); the store is corrupt - delete it and re-run {rerun}"
+            f"{store}: array {name!r} {where} fails to decode ({type(exc).__name__}: "
+            f"{str(exc)[:120]}); run `fnerf-pipeline verify {store} --repair`, then re-run "
+            f"{rerun} to redo the damaged objects"
         ) from exc

@@ -18,27 +18,40 @@ import click  # noqa: E402
 from cache.zarr_io import StoreError  # noqa: E402
 from renderers.asset import AssetError  # noqa: E402
 from renderers.base import RendererUnavailable  # noqa: E402
+from teachers.base import TeacherError  # noqa: E402
 
 USER_ERRORS: tuple[type[Exception], ...] = (
     AssetError,
     StoreError,
     RendererUnavailable,
+    TeacherError,
     KeyError,
     ValueError,
     FileNotFoundError,
 )
 
 
+def one_line(text: str, limit: int = 600) -> str:
+    """A message on one line (library messages can span many), shortened to ``limit``."""
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Show known user-facing errors as one clear line (exit 2) instead of a traceback."""
+    """Show known user-facing errors and OS failures (disk full, read-only, permissions) as one
+    clear line (exit 1) instead of a traceback."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from pipeline.guards import os_error_message
+
         try:
             return fn(*args, **kwargs)
         except USER_ERRORS as exc:
             message = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
-            raise click.ClickException(str(message)) from exc
+            raise click.ClickException(one_line(message)) from None
+        except OSError as exc:
+            raise click.ClickException(one_line(os_error_message(exc))) from None
 
     return wrapper
 
@@ -97,8 +110,9 @@ def main() -> None:
 @click.option("--shapenet-part-root", type=click.Path(), help="any ShapeNet-Part release folder")
 @click.option("--partnet-root", type=click.Path(), help="PartNet data_v0 folder")
 @click.option("--partnet-level", type=int, default=1, show_default=True)
-@click.option("--views", type=int, default=50, show_default=True)
-@click.option("--size", type=int, default=128, show_default=True)
+@click.option("--views", type=int, default=50, show_default=True, help="views per object (>= 2)")
+@click.option("--size", type=int, default=128, show_default=True,
+              help="image size in pixels: 32-1024, a multiple of 16")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option(
     "--points",
@@ -155,15 +169,14 @@ def render(split_fractions: str, annotations: str, **kwargs: Any) -> None:
         f"({m['views_per_s']:.1f} views/s); report {result.report}"
     )
     if result.failures:
-        for oid, reason in result.failures.items():
-            click.echo(
-                f"  {'skipped' if cfg.on_error == 'skip' else 'FAILED'} {oid}: {reason}", err=True
-            )
-        if cfg.on_error == "fail":
+        from pipeline.guards import summarize_failures
+
+        verb = "skipped" if cfg.on_error == "skip" else "FAILED"
+        click.echo(f"  {verb}: {summarize_failures(result.failures)}", err=True)
+        if cfg.on_error == "fail":  # skipping only helps when some objects did render
+            hint = "; fix them or re-run with --on-error skip" if m["objects"] else ""
             raise click.ClickException(
-                f"{len(result.failures)} object(s) failed (see {result.report}); fix them or "
-                "re-run with --on-error skip"
-            )
+                f"{len(result.failures)} object(s) failed (see {result.report}){hint}")
 
 
 def _parse_options(pairs: tuple[str, ...]) -> dict[str, Any]:
@@ -331,7 +344,8 @@ def train_command(
 @click.option("--pixelnerf-run", help="pixelNeRF baseline run (default runs/<category>-pixelnerf;"
               " '' disables it)")
 @click.option("--renders", type=click.Path())
-@click.option("--features", type=click.Path(), help="teacher store for the 2D-teacher baseline")
+@click.option("--features", type=click.Path(),
+              help="teacher store for the 2D-teacher baseline ('' = no such baseline)")
 @click.option("--split", "split_json", type=click.Path(),
               help="official FeatureNeRF <synset>.json: use its evaluation pairs ('' = none)")
 @click.option("--pairs", "n_pairs", type=int, default=200, show_default=True,
@@ -354,6 +368,9 @@ def train_command(
                    "other under '<key>.<protocol>'")
 @click.option("--device", default="auto", show_default=True)
 @click.option("--report-dir", type=click.Path())
+@click.option("--allow-stale", is_flag=True, default=None,
+              help="evaluate even if a checkpoint or the feature store was made from other "
+                   "inputs (listed on stderr and in metrics.json); default: refuse")
 @user_errors
 def evaluate(**kwargs: Any) -> None:
     """Keypoint / part transfer, novel views and baselines -> metrics.json and an HTML report."""
@@ -373,6 +390,40 @@ def evaluate(**kwargs: Any) -> None:
         click.echo(headline_markdown(summary["headline"][0], ("kp PCK@5", "part mIoU")))
     click.echo(f"all metrics: {cfg.report_dir}/metrics.json (other protocol: keys ending "
                f".<protocol>); report: {cfg.report_dir}/index.html")
+
+
+@main.command("verify")
+@click.argument("store", type=click.Path())
+@click.option("--repair", is_flag=True,
+              help="reset the bad objects so the next run of the stage redoes only those")
+@user_errors
+def verify_command(store: str, repair: bool) -> None:
+    """Check a render or feature store fully: every array of every done object against its
+    digests, the done flags against the attrs. Lists bad objects by id (exit 1 if any)."""
+    from cache.store_lock import holder
+    from cache.verify import repair_store, verify_store
+
+    writer = holder(store)
+    if writer:
+        click.echo(f"note: {store} is being written by pid {writer.get('pid')} "
+                   f"({writer.get('stage')}); objects in progress are not checked", err=True)
+    check = verify_store(store)
+    click.echo(f"{store}: {check.kind} store, {check.n_done}/{check.n_objects} objects done, "
+               f"checked in {check.seconds:.1f} s")
+    for p in check.problems:
+        click.echo(f"  BAD {p.line()}")
+    for line in check.store_problems:
+        click.echo(f"  BAD store: {line}")
+    if check.ok:
+        click.echo("  all objects verified")
+        return
+    n_bad = len(check.bad_indices)
+    if not repair:
+        raise click.ClickException(
+            f"{n_bad} damaged object(s) in {store}; run `fnerf-pipeline verify {store} --repair` "
+            f"to reset them, then re-run {check.rerun} to redo only those")
+    reset = repair_store(check)
+    click.echo(f"reset {len(reset)} object(s); re-run {check.rerun} to redo only those")
 
 
 @main.group("edit")

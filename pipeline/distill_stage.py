@@ -26,6 +26,7 @@ from cache.feature_store import (
 from cache.render_store import RenderStore
 from cache.zarr_io import StoreError
 from pipeline.executor import run_tasks
+from pipeline.guards import check_range, check_scheduler, check_writable, redo_damaged
 from pipeline.report import HtmlReport, write_json
 from renderers.categories import resolve_category
 
@@ -115,16 +116,31 @@ def get_teacher(name: str, options: dict[str, Any]):
     return _TEACHERS[key]
 
 
-def read_batch(store: RenderStore, pairs: list[tuple[int, int]], category: str, extras: bool):
-    """TeacherInput for (object, view) pairs (reads contiguous view ranges per object)."""
+class VerifiedObjects:
+    """Whole-object reads of the arrays a teacher needs, each checked against its digest before
+    use (one shard read per array and object); keeps the last two objects for batch slicing."""
+
+    def __init__(self, store: RenderStore, extras: bool):
+        self.store, self.names = store, ("rgb", "alpha", *(ORACLE_EXTRAS if extras else ()))
+        self._cache: dict[int, dict[str, np.ndarray]] = {}
+
+    def get(self, obj: int) -> dict[str, np.ndarray]:
+        if obj not in self._cache:
+            if len(self._cache) >= 2:
+                self._cache.pop(next(iter(self._cache)))
+            self._cache[obj] = self.store.read_object(obj, self.names)
+        return self._cache[obj]
+
+
+def read_batch(objects: VerifiedObjects, pairs: list[tuple[int, int]], category: str):
+    """TeacherInput for (object, view) pairs, from verified whole-object arrays."""
     from teachers.base import TeacherInput
 
-    names = ("rgb", "alpha", *(ORACLE_EXTRAS if extras else ()))
-    parts: dict[str, list[np.ndarray]] = {n: [] for n in names}
+    parts: dict[str, list[np.ndarray]] = {n: [] for n in objects.names}
     for obj, views in _group_pairs(pairs):
-        sel = (obj, slice(views[0], views[-1] + 1))
-        for n in names:
-            parts[n].append(store.read(n, sel))
+        arrays = objects.get(obj)
+        for n in objects.names:
+            parts[n].append(arrays[n][views])
     arrays = {n: np.concatenate(v) for n, v in parts.items()}
     return TeacherInput(category=category, **arrays)
 
@@ -148,6 +164,7 @@ def prepare_store(cfg: DistillStageConfig, teacher, renders: RenderStore) -> Fea
     attrs = {
         "identity": teacher.identity(),
         "render_fingerprint": renders.fingerprint,
+        "render_config": renders.attrs.get("config"),
         "render_store": str(cfg.renders),
         "pca_dim": cfg.pca,
         "category": cfg.category,
@@ -166,6 +183,7 @@ def prepare_store(cfg: DistillStageConfig, teacher, renders: RenderStore) -> Fea
         attrs,
         if_stale=cfg.if_stale,
         overwrite=cfg.overwrite,
+        render_digests=renders.object_digests(),
     )
     if cfg.pca and writer.pca() is None:
         rng = np.random.default_rng(0)
@@ -176,12 +194,9 @@ def prepare_store(cfg: DistillStageConfig, teacher, renders: RenderStore) -> Fea
                 for _ in range(cfg.pca_fit_views)
             }
         )
+        objects = VerifiedObjects(renders, cfg.teacher == "oracle")
         feats = [
-            teacher(
-                read_batch(
-                    renders, pairs[k : k + cfg.batch_size], cfg.category, cfg.teacher == "oracle"
-                )
-            )
+            teacher(read_batch(objects, pairs[k : k + cfg.batch_size], cfg.category))
             for k in range(0, len(pairs), cfg.batch_size)
         ]
         sample = np.concatenate(feats).reshape(-1, teacher.feature_dim)
@@ -202,7 +217,7 @@ def stream_objects(
     pairs = [(o, v) for o in objects for v in range(renders.n_views)]
     batches = [pairs[k : k + cfg.batch_size] for k in range(0, len(pairs), cfg.batch_size)]
     pca = writer.pca()
-    extras = cfg.teacher == "oracle"
+    objects_in = VerifiedObjects(renders, cfg.teacher == "oracle")
     to_teacher: queue.Queue = queue.Queue(maxsize=3)
     to_writer: queue.Queue = queue.Queue(maxsize=3)
     timings = {"read": 0.0, "teacher": 0.0, "write": 0.0, "bytes": 0.0}
@@ -212,7 +227,7 @@ def stream_objects(
         try:
             for batch in batches:
                 t0 = time.perf_counter()
-                item = (batch, read_batch(renders, batch, cfg.category, extras))
+                item = (batch, read_batch(objects_in, batch, cfg.category))
                 timings["read"] += time.perf_counter() - t0
                 to_teacher.put(item)
         except BaseException as exc:  # surfaced in the main thread
@@ -221,18 +236,19 @@ def stream_objects(
             to_teacher.put(None)
 
     def write() -> None:
-        remaining = {o: renders.n_views for o in objects}
+        pending: dict[int, list[np.ndarray]] = {o: [] for o in objects}  # views in order
         try:
             while (item := to_writer.get()) is not None:
                 batch, feat = item
                 t0 = time.perf_counter()
                 k = 0
                 for obj, views in _group_pairs(batch):
-                    writer.write_views(obj, np.asarray(views), feat[k : k + len(views)])
+                    part = feat[k : k + len(views)].astype(np.float16)
+                    writer.write_views(obj, np.asarray(views), part)
                     k += len(views)
-                    remaining[obj] -= len(views)
-                    if remaining[obj] == 0:
-                        writer.mark_done(obj)
+                    pending[obj].append(part)
+                    if sum(len(p) for p in pending[obj]) == renders.n_views:
+                        writer.mark_done(obj, np.concatenate(pending.pop(obj)))
                 timings["write"] += time.perf_counter() - t0
                 timings["bytes"] += feat.size * 2
         except BaseException as exc:
@@ -284,10 +300,34 @@ def distill_object_task(index: int, cfg: DistillStageConfig) -> dict:
         }
 
 
+def preflight(cfg: DistillStageConfig) -> None:
+    """Settings, output locations and the scheduler, checked before anything is written."""
+    check_range("--batch-size", cfg.batch_size, 1, 4096)
+    check_range("--workers", cfg.workers, 1, 256)
+    if cfg.pca is not None:
+        check_range("--pca", cfg.pca, 1)
+    check_writable(cfg.out, "--out")
+    check_writable(cfg.report_dir, "--report-dir")
+    if cfg.scheduler:
+        check_scheduler(cfg.scheduler)
+
+
 def run_distill_stage(cfg: DistillStageConfig) -> dict:
-    """Compute (or resume) the feature store, then write the report and metrics."""
-    t_start = time.perf_counter()
+    """Compute (or resume) the feature store, then write the report and metrics.
+
+    The feature store is locked for the run (one writer); every render object is verified
+    against its digests as it is read, and a resumed store's done objects are re-verified.
+    """
+    from cache.store_lock import StoreLock
+
+    preflight(cfg)
     renders = RenderStore(cfg.renders)
+    with StoreLock(cfg.out, stage="distill-cache"):
+        return _distill_locked(cfg, renders)
+
+
+def _distill_locked(cfg: DistillStageConfig, renders: RenderStore) -> dict:
+    t_start = time.perf_counter()
     missing = [n for n in ("rgb", "alpha") if n not in renders.group]
     if missing:
         raise StoreError(f"{cfg.renders}: render store lacks {missing}")
@@ -300,8 +340,11 @@ def run_distill_stage(cfg: DistillStageConfig) -> dict:
     teacher = get_teacher(cfg.teacher, cfg.teacher_options)
     writer = prepare_store(cfg, teacher, renders)
     expected = renders.valid_indices()
+    if not expected:
+        raise StoreError(f"{cfg.renders}: no rendered objects to distil; re-run the render stage")
     done = writer.done_mask()
-    todo = [i for i in expected if not done[i]]
+    redo = redo_damaged(writer, [i for i in expected if done[i]])
+    todo = [i for i in expected if not done[i] or i in redo]
     timings = {"read": 0.0, "teacher": 0.0, "write": 0.0, "bytes": 0.0}
     failures: dict[str, str] = {}
     t_run = time.perf_counter()
@@ -325,6 +368,8 @@ def run_distill_stage(cfg: DistillStageConfig) -> dict:
     complete = writer.finalize(expected, {"failures": failures})
     n_images = len(todo) * renders.n_views
     store = FeatureStore(cfg.out) if complete else None
+    if store is not None and todo:  # read-after-write: what this run wrote decodes and matches
+        store.verify(todo)
     metrics = {
         "teacher": cfg.teacher,
         "category": cfg.category,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 import traceback
 from dataclasses import asdict, dataclass, field
@@ -12,6 +13,17 @@ import numpy as np
 from cache.render_store import RenderStore, RenderStoreWriter, StoreLayout
 from cache.zarr_io import StoreError
 from pipeline.executor import run_tasks
+from pipeline.guards import (
+    PreflightError,
+    check_image_size,
+    check_range,
+    check_scheduler,
+    check_writable,
+    is_fatal_os_error,
+    os_error_message,
+    redo_damaged,
+    require_some,
+)
 from pipeline.report import (
     HtmlReport,
     colorize_depth,
@@ -70,6 +82,29 @@ class RenderStageConfig:
             raise ValueError("--annotations needs --source shapenet")
         if self.on_error not in ("fail", "skip"):
             raise ValueError(f"--on-error must be 'fail' or 'skip', not {self.on_error!r}")
+        self.validate()
+
+    def validate(self) -> None:
+        """Every setting checked before anything is written (PreflightError names the flag)."""
+        if self.source == "procedural":
+            from renderers.procedural import FAMILIES
+
+            if self.category not in FAMILIES:
+                raise PreflightError(
+                    f"--category {self.category}: no procedural family; procedural categories: "
+                    f"{', '.join(sorted(FAMILIES))} (other ShapeNet categories need --source "
+                    "shapenet --shapenet-root PATH)")
+        check_range("--objects", self.objects, 1)
+        check_range("--views", self.views, 2, 1000, "cross-view tasks need two views")
+        check_image_size("--size", self.size)
+        check_range("--points", self.n_points, 1)
+        check_range("--workers", self.workers, 1, 256)
+        if self.source not in ("procedural", "shapenet"):
+            raise PreflightError(f"--source {self.source}: choose procedural or shapenet")
+        fractions = self.split_fractions
+        if len(fractions) != 3 or min(fractions) < 0 or sum(fractions) <= 0:
+            raise PreflightError(f"--split-fractions {fractions}: three numbers >= 0 "
+                                 "(train,val,test) with a positive sum")
 
     def store_config(self) -> dict:
         """The settings that define the store's content (resume only if these match)."""
@@ -147,7 +182,14 @@ def render_task(job: RenderJob, store_path: str, renderer_name: str) -> dict:
         renderer = get_renderer(renderer_name)
         obj = run_job(job, renderer)
         t1 = time.perf_counter()
-        RenderStoreWriter(store_path).write_object(job.index, obj)
+        try:
+            RenderStoreWriter(store_path).write_object(job.index, obj)
+        except OSError as exc:
+            if is_fatal_os_error(exc):  # no other object can succeed: the stage stops
+                return {"index": job.index, "object_id": job.object_id, "ok": False,
+                        "fatal": True, "error": os_error_message(exc, "--out", store_path),
+                        "wall": time.perf_counter() - t0}
+            raise
         timings = {**obj.timings, "write": time.perf_counter() - t1}
         return {
             "index": job.index,
@@ -222,14 +264,39 @@ class RenderStageResult:
         return self.metrics["failures"] == 0 or self.metrics["on_error"] == "skip"
 
 
+def preflight(cfg: RenderStageConfig) -> None:
+    """Output locations and the scheduler, checked before any store is created."""
+    check_writable(cfg.out, "--out")
+    check_writable(cfg.report_dir, "--report-dir")
+    if cfg.scheduler:
+        check_scheduler(cfg.scheduler)
+
+
 def run_render_stage(cfg: RenderStageConfig) -> RenderStageResult:
-    """Render every planned object into the store (resuming), then write report + metrics."""
+    """Render every planned object into the store (resuming), then write report + metrics.
+
+    The store is locked for the whole run (one writer); a resumed store's done objects are
+    re-verified and damaged ones redone; a full disk or read-only target stops the run after
+    finalising what finished, writing the report, and raising one clear error.
+    """
+    from cache.store_lock import StoreLock
+
     category = resolve_category(cfg.category)
     t_start = time.perf_counter()
+    preflight(cfg)
     plan = plan_objects(cfg)
     if not plan.object_ids:
         raise AssetError(f"no {cfg.category} objects selected; check --objects / --split")
     n_kp, kp_names = keypoint_slots_for(cfg, category)
+    with StoreLock(cfg.out, stage="render") as lock:
+        if lock.took_over_from:
+            print(f"note: {cfg.out}: the previous writer (pid {lock.took_over_from.get('pid')}) "
+                  "died; resuming its store", file=sys.stderr)
+        return _render_locked(cfg, category, plan, n_kp, kp_names, t_start)
+
+
+def _render_locked(cfg: RenderStageConfig, category, plan: PlannedObjects, n_kp: int,
+                   kp_names: list[str], t_start: float) -> RenderStageResult:
     layout = StoreLayout(len(plan.object_ids), cfg.views, cfg.size, n_kp, cfg.n_points)
     attrs = {
         "category": category.name,
@@ -258,6 +325,8 @@ def run_render_stage(cfg: RenderStageConfig) -> RenderStageResult:
         cfg.out, layout, attrs, overwrite=cfg.overwrite, if_stale=cfg.if_stale
     )
     done = writer.done_mask()
+    redone = redo_damaged(writer, np.flatnonzero(done).tolist())
+    done = writer.done_mask()
     jobs = [
         RenderJob(
             index=i,
@@ -282,37 +351,40 @@ def run_render_stage(cfg: RenderStageConfig) -> RenderStageResult:
         )
         if not done[i] and oid not in plan.errors
     ]
-    results = list(
-        run_tasks(
-            render_task,
-            jobs,
-            str(cfg.out),
-            cfg.renderer,
-            workers=cfg.workers,
-            scheduler=cfg.scheduler,
-            desc=f"render {category.name}",
-        )
-    )
+    results: list[dict] = []
+    fatal: str | None = None
+    tasks = run_tasks(render_task, jobs, str(cfg.out), cfg.renderer, workers=cfg.workers,
+                      scheduler=cfg.scheduler, desc=f"render {category.name}")
+    try:
+        for r in tasks:
+            results.append(r)
+            if r.get("fatal"):
+                fatal = r["error"]
+                break
+    finally:
+        tasks.close()
     failures = {**plan.errors, **{r["object_id"]: r["error"] for r in results if not r["ok"]}}
     ok = [r for r in results if r["ok"]]
-    skipped = failures if cfg.on_error == "skip" else {}
+    skipped = failures if cfg.on_error == "skip" and fatal is None else {}
     renderer_version = ok[0]["renderer"] if ok else writer.group.attrs.get("renderer", cfg.renderer)
     alignment = dict(writer.group.attrs.get("alignment", {}))
     alignment.update({r["object_id"]: r["annotations"] for r in ok if r.get("annotations")})
-    fingerprint = writer.finalize(
-        {
-            "renderer": renderer_version,
-            "skipped": skipped,
-            "failures": failures,
-            "alignment": alignment,
-        }
-    )
+    try:
+        fingerprint = writer.finalize({"renderer": renderer_version, "skipped": skipped,
+                                       "failures": failures, "alignment": alignment})
+    except OSError as exc:
+        fatal, fingerprint = fatal or os_error_message(exc, "--out", cfg.out), None
     wall = time.perf_counter() - t_start
     metrics = stage_metrics(cfg, results, failures, int(done.sum()), wall)
     metrics["fingerprint"] = fingerprint
+    metrics["objects_redone_after_damage"] = len(redone)
     report_path = Path(cfg.report_dir) / "index.html"
     write_render_report(cfg, report_path, metrics, failures)
     write_json(Path(cfg.report_dir) / "metrics.json", metrics)
+    if fatal:
+        raise StoreError(f"render stopped after {len(ok)} new object(s): {fatal} "
+                         f"(report: {report_path})")
+    require_some(metrics["objects"], f"{cfg.category} objects", failures)
     return RenderStageResult(metrics, failures, str(cfg.out), str(report_path))
 
 

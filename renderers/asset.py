@@ -51,3 +51,43 @@ class ShapeAsset:
             raise AssetError(
                 f"{self.category}/{self.object_id}: keypoints and ids differ in length"
             )
+
+
+MIN_SURFACE_AREA = 1e-8
+"""Smallest total surface area accepted, in the unit-diagonal frame (real shapes are ~0.3-2)."""
+DIAGONAL_TOLERANCE = 1e-3
+"""Largest accepted ``|bbox diagonal - 1|`` after a source's normalisation."""
+FIX_HINT = "fix or remove the model, or re-run with --on-error skip"
+
+
+def validate_asset(asset: ShapeAsset) -> None:
+    """Reject shapes that cannot give a meaningful render, before rendering them.
+
+    Every source's output passes through here (``run_job``): the mesh must have faces and finite
+    vertices, a bbox diagonal of 1 within :data:`DIAGONAL_TOLERANCE` (the object-frame
+    normalisation) and a total surface area of at least :data:`MIN_SURFACE_AREA`.
+
+    Raises:
+        AssetError: naming ``category/object_id``, the problem and what to do.
+    """
+    name = f"{asset.category}/{asset.object_id}"
+    mesh = asset.mesh
+    if len(mesh.faces) == 0:
+        raise AssetError(f"{name}: the mesh has no faces; {FIX_HINT}")
+    vertices = np.asarray(mesh.vertices, dtype=np.float64)
+    if not np.isfinite(vertices).all():
+        raise AssetError(f"{name}: the mesh has non-finite (NaN/inf) vertex coordinates; "
+                         f"{FIX_HINT}")
+    diag = float(np.linalg.norm(np.ptp(vertices, axis=0)))
+    if diag == 0.0:
+        raise AssetError(f"{name}: all {len(vertices)} vertices coincide (a single-point mesh, "
+                         f"bbox diagonal 0), so it cannot be normalised; {FIX_HINT}")
+    if abs(diag - 1.0) > DIAGONAL_TOLERANCE:
+        raise AssetError(f"{name}: bbox diagonal is {diag:.6g} after normalisation, expected 1 "
+                         f"(+-{DIAGONAL_TOLERANCE:g}); the model is not in the unit-diagonal "
+                         f"object frame; {FIX_HINT}")
+    area = float(trimesh.triangles.area(vertices[mesh.faces]).sum())
+    if not area >= MIN_SURFACE_AREA:
+        raise AssetError(f"{name}: total surface area is {area:.3g} (< {MIN_SURFACE_AREA:g}): "
+                         f"every face is degenerate (zero-area, e.g. collinear vertices); "
+                         f"{FIX_HINT}")

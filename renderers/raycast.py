@@ -1,7 +1,7 @@
 """Exact geometric passes by ray casting with trimesh + embreex (no GL needed).
 
-Used for keypoint visibility, for checking GL passes in tests, and as the GL-free `raycast`
-backend (Lambertian shading from face normals).
+Used for keypoint visibility, for the pyrender backend's depth and part passes, and as the
+GL-free `raycast` backend (Lambertian shading from face normals).
 """
 
 from __future__ import annotations
@@ -25,27 +25,50 @@ def ray_intersector(mesh: trimesh.Trimesh):
 
 
 def cast_view(
-    intersector, mesh: trimesh.Trimesh, K: np.ndarray, c2w: np.ndarray, size: int
+    intersector,
+    mesh: trimesh.Trimesh,
+    K: np.ndarray,
+    c2w: np.ndarray,
+    size: int,
+    mask: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Cast one ray per pixel centre.
+    """Cast one ray per pixel centre (only where the (H, W) bool ``mask`` is set, if given).
 
     Returns:
-        tri: (H, W) int64 index of the first face hit, -1 for background.
+        tri: (H, W) int64 index of the first face hit, -1 for background (or masked out).
         depth: (H, W) float32 z-depth of the hit, 0 for background.
     """
-    origins, dirs = pixel_rays(K, c2w, size, size)  # dirs have unit camera-z component
-    tri = intersector.intersects_first(origins, dirs)
-    depth = np.zeros(len(tri), np.float64)
+    if mask is None:
+        origins, dirs = pixel_rays(K, c2w, size, size)  # dirs have unit camera-z component
+        cast = np.ones(size * size, bool)
+    else:
+        cast = np.asarray(mask, bool).reshape(-1)
+        origins, dirs = _rays_through(K, c2w, size, np.flatnonzero(cast))
+    tri = np.full(size * size, -1, np.int64)
+    if len(origins):
+        tri[cast] = intersector.intersects_first(origins, dirs)
+    depth = np.zeros(size * size, np.float64)
     hit = tri >= 0
     if hit.any():
+        hit_rays = hit[cast]
         # exact z-depth = distance from origin to the hit triangle's plane along the ray
         normals = mesh.face_normals[tri[hit]]
         p0 = mesh.vertices[mesh.faces[tri[hit], 0]]
-        num = np.einsum("ij,ij->i", p0 - origins[hit], normals)
-        den = np.einsum("ij,ij->i", dirs[hit], normals)
+        num = np.einsum("ij,ij->i", p0 - origins[hit_rays], normals)
+        den = np.einsum("ij,ij->i", dirs[hit_rays], normals)
         with np.errstate(divide="ignore", invalid="ignore"):
             depth[hit] = num / den
     return tri.reshape(size, size), depth.reshape(size, size).astype(np.float32)
+
+
+def _rays_through(
+    K: np.ndarray, c2w: np.ndarray, size: int, index: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`pixel_rays` for the row-major pixel indices ``index`` of a size x size image only."""
+    v, u = np.divmod(index, size)
+    pix = np.stack([u + 0.5, v + 0.5, np.ones(len(index))], axis=-1)
+    dirs = (pix @ np.linalg.inv(K).T) @ c2w[:3, :3].T
+    return np.broadcast_to(c2w[:3, 3], dirs.shape).copy(), dirs
 
 
 def first_hit_distance(intersector, origins: np.ndarray, targets: np.ndarray) -> np.ndarray:

@@ -56,11 +56,11 @@ def test_interrupted_run_resumes_per_object(tiny_stores, tmp_path, monkeypatch):
     original = fs.FeatureStoreWriter.mark_done
     calls = {"n": 0}
 
-    def die_on_third(self, index):
+    def die_on_third(self, index, feat=None):
         calls["n"] += 1
         if calls["n"] == 3:
             raise KeyboardInterrupt
-        original(self, index)
+        original(self, index, feat)
 
     monkeypatch.setattr(fs.FeatureStoreWriter, "mark_done", die_on_third)
     with pytest.raises(KeyboardInterrupt):

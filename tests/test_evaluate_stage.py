@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from cache.render_store import RenderStore
+from cache.zarr_io import StoreError
 from pipeline.evaluation.controls import CONTROL_NAMES
 from pipeline.evaluation.pairs import CrossViewPair, make_pairs
 from pipeline.evaluation.stage import EvaluateConfig, run_evaluate_stage, run_name
@@ -131,17 +132,21 @@ def test_evaluate_stage_end_to_end(tiny_stores, eval_runs, tmp_path):
     assert "Part texture swap" in html and "worst pairs" in html
 
 
-def test_missing_baselines_are_skipped_with_a_reason(tiny_stores, eval_runs, tmp_path):
+def test_missing_baselines_are_skipped_with_a_reason(tiny_stores, eval_runs, tmp_path, capsys):
     out = tmp_path / "rep"
-    cfg = EvaluateConfig(
+    kw = dict(
         category="chair", run=str(eval_runs["student"]), pixelnerf_run=str(tmp_path / "none"),
-        renders=str(tiny_stores[0]), features=str(tmp_path / "no-features.zarr"), n_pairs=1,
-        eval_size=16, tasks=("cross_instance",), swap_example=False, n_visual=0, device="cpu",
-        report_dir=str(out), progress=False)
-    metrics = run_evaluate_stage(cfg)
+        renders=str(tiny_stores[0]), n_pairs=1, eval_size=16, tasks=("cross_instance",),
+        swap_example=False, n_visual=0, device="cpu", report_dir=str(out), progress=False)
+    missing = tmp_path / "no-features.zarr"
+    with pytest.raises(StoreError, match=f"--features {missing}: no feature store.*--features ''"):
+        run_evaluate_stage(EvaluateConfig(features=str(missing), **kw))  # never skipped quietly
+    assert not out.exists()
+    metrics = run_evaluate_stage(EvaluateConfig(features="", **kw))
     skipped = json.loads((out / "summary.json").read_text())["skipped"]
     assert "no checkpoint" in skipped["pixelnerf_internal"]
-    assert "no feature store" in skipped["teacher_2d"]
+    assert "disabled" in skipped["teacher_2d"]
+    assert "skipped pixelnerf_internal" in capsys.readouterr().err
     assert not any(k.endswith((".teacher_2d", ".pixelnerf_internal")) for k in metrics)
     assert "chair.cross_instance.kp2d.pck@5.student_internal" in metrics
     assert not any(".nvs." in k or "kp3d" in k for k in metrics)

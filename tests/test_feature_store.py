@@ -10,10 +10,13 @@ from cache.feature_store import (
 )
 from cache.zarr_io import StoreError
 
-ATTRS = {"identity": {"name": "t", "layer": 9}, "render_fingerprint": "abc", "pca_dim": None}
+ATTRS = {"identity": {"name": "t", "layer": 9}, "render_fingerprint": "abc", "pca_dim": None,
+         "render_config": {"rig": {"image_size": 128}}, "object_ids": ["a", "b"]}
+DIGESTS = np.zeros((2, 32), np.uint8)
 
 
 def make(tmp_path, attrs=ATTRS, **kw):
+    kw.setdefault("render_digests", DIGESTS)
     return FeatureStoreWriter.create_or_resume(tmp_path / "f.zarr", 2, 3, (4, 4), 8, attrs, **kw)
 
 
@@ -31,10 +34,15 @@ def test_stale_identity_or_fingerprint_is_refused(tmp_path):
         w.mark_done(i)
     w.finalize([0, 1], {})
     make(tmp_path)  # same key: resumes
-    with pytest.raises(StoreError, match="layer differ"):
+    with pytest.raises(StoreError, match="layer: 9 -> 8"):
         make(tmp_path, {**ATTRS, "identity": {"name": "t", "layer": 8}})
-    with pytest.raises(StoreError, match="other renders"):
-        make(tmp_path, {**ATTRS, "render_fingerprint": "xyz"})
+    with pytest.raises(StoreError, match=r"rig.image_size: 128 -> 64"):  # names the setting
+        make(tmp_path, {**ATTRS, "render_fingerprint": "xyz",
+                        "render_config": {"rig": {"image_size": 64}}})
+    changed = DIGESTS.copy()
+    changed[1, 0] = 1
+    with pytest.raises(StoreError, match=r"renders of 1 object\(s\) changed .*: b"):
+        make(tmp_path, {**ATTRS, "render_fingerprint": "xyz"}, render_digests=changed)
     with pytest.raises(StoreError, match="stale"):
         FeatureStore(tmp_path / "f.zarr", render_fingerprint="xyz")
     with pytest.raises(StoreError, match="stale"):

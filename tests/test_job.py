@@ -1,7 +1,8 @@
 import numpy as np
 import pytest
+import trimesh
 
-from renderers.asset import AssetError
+from renderers.asset import AssetError, ShapeAsset
 from renderers.cameras import CameraRig, fixed_eval_poses
 from renderers.job import RenderJob, camera_poses, keypoint_slots, object_seed, run_job
 from renderers.raycast import RaycastRenderer
@@ -83,8 +84,88 @@ def test_occluded_keypoints_are_not_visible(rendered):
 def test_surface_points_carry_face_labels(rendered):
     asset, obj = rendered
     assert obj.points.shape == (256, 3) and obj.point_part.shape == (256,)
-    import trimesh
-
     _, dist, tri = trimesh.proximity.closest_point(asset.mesh, obj.points)
     assert dist.max() < 1e-6
     assert (asset.face_part[tri] == obj.point_part).mean() > 0.99
+
+
+# ------------------------------------------------------------------------ degenerate meshes
+
+
+class _MustNotRender:
+    """A renderer that fails the test if a mesh reaches it."""
+
+    name = "must-not-render"
+
+    def render(self, asset, K, c2w, size):
+        raise AssertionError(f"{asset.object_id} was rendered; it should fail validation first")
+
+
+def _mesh_asset(object_id: str, vertices, faces) -> ShapeAsset:
+    vertices = np.asarray(vertices, np.float64).reshape(-1, 3)
+    faces = np.asarray(faces, np.int64).reshape(-1, 3)
+    mesh = trimesh.Trimesh(vertices, faces, process=False, validate=False)
+    return ShapeAsset(object_id, "chair", mesh, np.zeros(len(faces)), ["seat"])
+
+
+def _unit_box(extents, diagonal: float = 1.0):
+    box = trimesh.creation.box(extents)
+    return box.vertices * diagonal / np.linalg.norm(box.extents), box.faces
+
+
+_LINE = np.outer(np.linspace(-0.5, 0.5, 4), np.ones(3) / np.sqrt(3))  # unit bbox diagonal
+DEGENERATE = {
+    "no-faces": (_unit_box((0.3, 0.4, 0.5))[0], np.zeros((0, 3)), "has no faces"),
+    "collinear": (_LINE, [[0, 1, 2], [1, 2, 3], [0, 1, 3]], "surface area is 0"),
+    "repeated-point": ([[0.1, -0.2, 0.3]] * 3, [[0, 1, 2]], "vertices coincide"),
+    "single-point": ([[0.0, 0.0, 0.0]], [[0, 0, 0]], "vertices coincide"),
+    "diagonal-2": (*_unit_box((0.3, 0.4, 0.5), diagonal=2.0), "bbox diagonal is 2"),
+    "nan": ([[0.0, 0.0, 0.0], [1.0, 0.0, 0.0], [np.nan, 1.0, 0.0]], [[0, 1, 2]], "non-finite"),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(DEGENERATE))
+def test_degenerate_meshes_fail_before_rendering_and_name_the_model(monkeypatch, kind):
+    vertices, faces, problem = DEGENERATE[kind]
+    oid = f"bad-{kind}"
+    monkeypatch.setattr("renderers.job.load_asset", lambda job: _mesh_asset(oid, vertices, faces))
+    with pytest.raises(AssetError) as err:
+        run_job(make_job(object_id=oid), _MustNotRender())
+    msg = str(err.value)
+    assert msg.startswith(f"chair/{oid}: ") and problem in msg, msg
+    assert "--on-error skip" in msg
+
+
+def test_mesh_with_too_little_foreground_fails_after_rendering(monkeypatch):
+    # a valid-looking frame (two far unreferenced vertices make the diagonal 1) around a box
+    # 2% of the diagonal in size: the object itself covers ~4 of the 96x96 pixels per view
+    box = trimesh.creation.box((0.02, 0.02, 0.02))
+    v, f = np.vstack([box.vertices, [[0.5] * 3, [-0.5] * 3] / np.sqrt(3)]), box.faces
+    oid = "collapsed-box"
+    monkeypatch.setattr("renderers.job.load_asset", lambda job: _mesh_asset(oid, v, f))
+    with pytest.raises(AssetError, match=rf"^chair/{oid}: too little foreground") as err:
+        run_job(make_job(object_id=oid), RaycastRenderer())
+    assert "best view covers" in str(err.value) and "--on-error skip" in str(err.value)
+    best = float(str(err.value).split("best view covers ")[1].split(" ")[0])
+    assert 0 < best < 9.2  # seen, but under 0.1% of 96 x 96
+
+
+def test_no_foreground_is_an_error(monkeypatch, toy_asset):
+    class Blank(RaycastRenderer):
+        def render(self, asset, K, c2w, size):
+            views = super().render(asset, K, c2w, size)
+            views.alpha[:] = 0
+            return views
+
+    monkeypatch.setattr("renderers.job.load_asset", lambda job: toy_asset)
+    with pytest.raises(AssetError, match=r"^chair/toy-0: no foreground in any view"):
+        run_job(make_job(), Blank())
+
+
+def test_tiny_but_valid_object_passes(monkeypatch):
+    # a rod 1/100 of its length thick: small area (0.04) and few pixels, but a real shape
+    oid = "thin-rod"
+    rod = _mesh_asset(oid, *_unit_box((0.01, 0.01, 1.0)))
+    monkeypatch.setattr("renderers.job.load_asset", lambda job: rod)
+    obj = run_job(make_job(object_id=oid), RaycastRenderer())
+    assert 0 < (obj.views.alpha > 0).sum(axis=(1, 2)).max() < 0.05 * 96 * 96

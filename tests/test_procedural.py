@@ -12,7 +12,7 @@ import pytest
 import trimesh
 from scipy.spatial import cKDTree
 
-from renderers.asset import ShapeAsset
+from renderers.asset import ShapeAsset, validate_asset
 from renderers.categories import CATEGORIES
 from renderers.procedural import FAMILIES, generate
 from renderers.procedural import common as c
@@ -81,6 +81,7 @@ def test_valid_asset(category: str, seed: int):
     # meta: JSON-serialisable, names the generator
     meta = json.loads(json.dumps(a.meta))
     assert meta["generator"] == f"procedural/{category}" and meta["version"]
+    validate_asset(a)  # what run_job checks before rendering
 
 
 @pytest.mark.parametrize("category", CATS)

@@ -33,3 +33,19 @@ def test_raycast_renderer_labels_and_mask(toy_asset):
     np.testing.assert_array_equal(out.alpha > 0, out.depth > 0)
     assert set(np.unique(out.part)) <= {-1, 0, 1}
     assert (out.rgb[out.alpha == 0] == 0).all()
+
+
+def test_cast_view_with_mask_casts_only_masked_pixels(toy_asset):
+    rig = CameraRig(n_views=2)
+    K = intrinsics(64, rig.fov_deg)
+    inter = ray_intersector(toy_asset.mesh)
+    for c2w in fixed_eval_poses(rig):
+        tri, depth = cast_view(inter, toy_asset.mesh, K, c2w, 64)
+        mask = np.zeros((64, 64), bool)
+        mask[::2] = True  # every other row
+        mtri, mdepth = cast_view(inter, toy_asset.mesh, K, c2w, 64, mask)
+        assert (mtri[~mask] == -1).all() and (mdepth[~mask] == 0).all()
+        assert (mtri[mask] == tri[mask]).mean() > 0.999
+        np.testing.assert_allclose(mdepth[mask], depth[mask], atol=1e-6)
+        empty = cast_view(inter, toy_asset.mesh, K, c2w, 64, np.zeros((64, 64), bool))
+        assert (empty[0] == -1).all() and (empty[1] == 0).all()

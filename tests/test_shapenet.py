@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from renderers.asset import AssetError
+from renderers.asset import AssetError, validate_asset
 from renderers.shapenet import (
     V1_TO_V2,
     ShapeNetRoot,
@@ -66,6 +66,7 @@ def test_real_sample_loads_with_texture_colours() -> None:
     colours = asset.mesh.visual.face_colors
     assert colours.shape == (3304, 4) and (colours[:, 3] == 255).all()
     assert len(np.unique(colours[:, :3], axis=0)) > 50  # sampled from textures, not flat Kd
+    validate_asset(asset)  # unit diagonal, real surface: what run_job checks before rendering
 
 
 @needs_sample
@@ -120,6 +121,8 @@ def test_v1_and_v2_load_to_the_same_geometry(trees: tuple[Path, Path]) -> None:
     shift = normalized_json_shift(_json(v2_root))
     a1s = load_model(v1_root, fx.CHAIR, fx.MODEL_ID, v1_shift=shift)
     np.testing.assert_array_equal(a1s.mesh.vertices, a1.mesh.vertices)
+    for asset in (a1, a2, a1s):
+        validate_asset(asset)  # both layouts end in the unit-diagonal frame run_job checks
 
 
 def test_v1_without_json_is_bbox_centred_unit_diagonal(trees: tuple[Path, Path]) -> None:

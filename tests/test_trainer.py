@@ -104,7 +104,7 @@ def test_overfit_one_object_drops_rgb_and_feature_loss(tiny_stores, tmp_path):
 def test_changed_config_is_stale_unless_restart(tiny_stores, tmp_path):
     train(small_config(tiny_stores, tmp_path), progress=False)
     other = small_config(tiny_stores, tmp_path, lr=1e-3, steps=3)
-    with pytest.raises(ValueError, match="lr differ"):
+    with pytest.raises(ValueError, match=r"lr: 0.0001 -> 0.001"):
         train(other, progress=False)
     summary = train(other, progress=False, if_stale="restart")
     assert summary["start_step"] == 0

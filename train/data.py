@@ -57,21 +57,40 @@ class ItemKey:
     use_bbox: bool
 
 
-class RayBatchDataset(Dataset):
-    """Map-style dataset over ``ItemKey`` (see :class:`StepSampler`)."""
+#: the render arrays a training item reads (verified for every training object up front)
+TRAIN_ARRAYS = ("rgb", "alpha", "depth", "K", "c2w")
 
-    def __init__(self, cfg: DataConfig, object_indices: list[int] | None = None):
+
+class RayBatchDataset(Dataset):
+    """Map-style dataset over ``ItemKey`` (see :class:`StepSampler`).
+
+    Opening it verifies the stores: every training object's arrays are re-read against their
+    digests (render and feature store) before the first step, so training never uses a damaged
+    or stale object. ``inputs`` describes them for the checkpoint's resume check.
+    """
+
+    def __init__(self, cfg: DataConfig, object_indices: list[int] | None = None,
+                 verify: bool = True):
         self.cfg = cfg
         store = RenderStore(cfg.renders)  # validated once here; reopened lazily in workers
         self.objects = object_indices or store.valid_indices(cfg.split)
         if not self.objects:
             raise ValueError(f"{cfg.renders}: no complete {cfg.split!r} objects to train on")
+        if verify:
+            store.verify(self.objects, TRAIN_ARRAYS)
         self.n_views, self.image_size = store.n_views, store.image_size
         self.render_fingerprint = store.fingerprint
+        self.inputs = {"render_fingerprint": store.fingerprint,
+                       "render_config": store.attrs.get("config"),
+                       "feature_fingerprint": None, "teacher_identity": None}
         if cfg.features:
-            feats = FeatureStore(cfg.features, render_fingerprint=store.fingerprint)
+            feats = FeatureStore(cfg.features, renders=store)
+            if verify:
+                feats.verify(self.objects)
             self.feature_dim = feats.dim
             self.teacher_identity = feats.attrs.get("identity")
+            self.inputs.update(feature_fingerprint=feats.fingerprint,
+                               teacher_identity=self.teacher_identity)
             if cfg.feature_scale is None:
                 cfg.feature_scale = estimate_feature_scale(feats, self.objects)
         else:

@@ -153,13 +153,59 @@ def config_changes(saved: dict, current: dict) -> list[str]:
     return changed
 
 
+def describe_config_changes(saved: dict, current: dict) -> list[str]:
+    """``key: old -> new`` for the recipe keys that differ (schedule keys ignored)."""
+    from cache.zarr_io import describe_changes
+
+    keep = set(config_changes(saved, current))
+    return [c for c in describe_changes(saved, current) if c.split(":")[0] in keep]
+
+
+def input_changes(saved: dict, current: dict) -> list[str]:
+    """What differs between a checkpoint's inputs and this run's (``RayBatchDataset.inputs``):
+    the render settings by name, or a content change under the same settings; the teacher."""
+    from cache.zarr_io import describe_changes
+
+    out = []
+    if saved.get("render_fingerprint") != current.get("render_fingerprint"):
+        diffs = describe_changes(saved.get("render_config") or {},
+                                 current.get("render_config") or {})
+        out.append("renders " + (", ".join(diffs) if diffs and saved.get("render_config")
+                                 else "re-rendered or changed (same settings, other content)"))
+    if (saved.get("teacher_identity") or {}) != (current.get("teacher_identity") or {}):
+        diffs = describe_changes(saved.get("teacher_identity") or {},
+                                 current.get("teacher_identity") or {})
+        out.append("teacher " + ", ".join(diffs))
+    elif saved.get("feature_fingerprint") not in (None, current.get("feature_fingerprint")):
+        out.append("features recomputed (same teacher, other content)")
+    return out
+
+
+def checkpoint_inputs(state: dict) -> dict:
+    """The inputs a checkpoint was trained on (older checkpoints kept two of them top-level)."""
+    return state.get("inputs") or {k: state.get(k) for k in ("render_fingerprint",
+                                                              "teacher_identity")}
+
+
 def train(cfg: TrainConfig, resume: bool = True, progress: bool = True,
           if_stale: str = "fail") -> dict[str, Any]:
     """Train (or resume) ``cfg``; returns a summary with the final losses and throughput.
 
-    A run directory whose newest checkpoint was made with another configuration is stale:
+    The run directory is locked (one writer). A run directory whose newest checkpoint was made
+    with another configuration or on other inputs (render store, teacher features) is stale:
     an error (``if_stale="fail"``) or discarded and trained afresh (``"restart"``).
     """
+    from contextlib import ExitStack
+
+    from cache.store_lock import StoreLock
+
+    with ExitStack() as stack:
+        if int(os.environ.get("RANK", "0")) == 0:
+            stack.enter_context(StoreLock(cfg.run_dir, stage="train"))
+        return _train(cfg, resume, progress, if_stale)
+
+
+def _train(cfg: TrainConfig, resume: bool, progress: bool, if_stale: str) -> dict[str, Any]:
     device = resolve_device(cfg.device)
     dist_info = init_distributed(device)
     if dist_info.world > 1 and device.type == "cuda":
@@ -182,11 +228,12 @@ def train(cfg: TrainConfig, resume: bool = True, progress: bool = True,
     existing = checkpoints(run_dir)
     if resume and existing:
         state = load_checkpoint(existing[-1], device)
-        changed = config_changes(state["config"], cfg.to_dict())
+        changed = describe_config_changes(state["config"], cfg.to_dict())
+        changed += input_changes(checkpoint_inputs(state), dataset.inputs)
         if changed and if_stale != "restart":
             raise ValueError(f"{run_dir}: its checkpoints were trained with another configuration "
-                             f"({', '.join(changed)} differ); pass --no-resume or --if-stale "
-                             "restart to train afresh, or use another --name")
+                             f"or on other inputs ({'; '.join(changed)}); pass --if-stale restart "
+                             "(or --no-resume) to train afresh, or use another --name")
         if changed:
             for old in existing:
                 old.unlink()
@@ -205,7 +252,7 @@ def train(cfg: TrainConfig, resume: bool = True, progress: bool = True,
             save_checkpoint(run_dir / INIT_CKPT, {
                 "step": 0, "model": model.state_dict(), "config": cfg.to_dict(),
                 "format": "fnerf-pipeline/ckpt-v1", "teacher_identity": dataset.teacher_identity,
-                "render_fingerprint": dataset.render_fingerprint,
+                "render_fingerprint": dataset.render_fingerprint, "inputs": dataset.inputs,
                 "weights_source": model.weights_source})
     writer = _summary_writer(run_dir) if dist_info.main else None
     sampler = StepSampler(len(dataset), cfg.data, cfg.seed, start, cfg.steps,
@@ -220,7 +267,7 @@ def train(cfg: TrainConfig, resume: bool = True, progress: bool = True,
     rays_per_step = cfg.data.objects_per_step * cfg.data.rays_per_object * dist_info.world
     t0, step = time.perf_counter(), start
     state_extra = {"teacher_identity": dataset.teacher_identity,
-                   "render_fingerprint": dataset.render_fingerprint,
+                   "render_fingerprint": dataset.render_fingerprint, "inputs": dataset.inputs,
                    "weights_source": model.weights_source,
                    "object_indices": sampler_objects}
     for step, batch in enumerate(loader, start=start):

@@ -235,6 +235,7 @@ class NerfRenderer:
         r = cls(model, store, settings, eval_size, device, fg_only, cache_size)
         r.state_info = {k: state.get(k) for k in ("step", "teacher_identity",
                                                   "render_fingerprint", "weights_source")}
+        r.state_info["inputs"] = state.get("inputs")
         r.state_info["coord_target"] = state["config"].get("data", {}).get("coord_target")
         return r
 

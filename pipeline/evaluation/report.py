@@ -218,6 +218,8 @@ def write_evaluate_report(
 
     n_parts = len(store.attrs.get("part_names", [])) or 8
     report = HtmlReport(f"Evaluate report: {cfg.category} / {Path(cfg.report_dir).name}")
+    for line in summary.get("stale", []):  # evaluated with --allow-stale: say so first
+        report.paragraph(f"STALE INPUT (evaluated with --allow-stale): {line}", css="bad")
     for table in headline or []:
         report.raw(headline_html(table))
     methods = ", ".join(f"{m['name']} ({m['kind']})" for m in summary["methods"])

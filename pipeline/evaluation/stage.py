@@ -29,6 +29,7 @@ per reason in summary.json ``protocols``, never skipped silently.
 from __future__ import annotations
 
 import math
+import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -38,7 +39,7 @@ import numpy as np
 
 from cache.feature_store import FeatureStore
 from cache.render_store import RenderStore
-from cache.zarr_io import StoreError
+from cache.zarr_io import StaleStoreError, StoreError
 from pipeline.evaluation import stats
 from pipeline.evaluation.controls import (
     CONTROL_NAMES,
@@ -113,6 +114,10 @@ class EvaluateConfig:
         n_visual: worst pairs pictured per task. swap_example: add a part texture swap.
         device: "auto" | "cpu" | "cuda[:i]".
         report_dir: default ``reports/evaluate/<run name>``.
+        allow_stale: evaluate even when an input is stale (a checkpoint trained on other
+            renders or features, a feature store computed from other renders); the stale
+            inputs are then printed to stderr and listed in metrics.json. Otherwise a stale
+            input is an error before anything is computed.
     """
 
     category: str = "chair"
@@ -144,6 +149,7 @@ class EvaluateConfig:
     device: str = "auto"
     report_dir: str | None = None
     progress: bool = True
+    allow_stale: bool = False
 
     def __post_init__(self) -> None:
         from renderers.categories import resolve_category
@@ -207,6 +213,7 @@ class Methods:
     teacher: TeacherSource | None
     skipped: dict[str, str]
     notes: list[str]
+    stale: list[str]
 
 
 def build_methods(cfg: EvaluateConfig, store: RenderStore, device: str) -> Methods:
@@ -218,8 +225,7 @@ def build_methods(cfg: EvaluateConfig, store: RenderStore, device: str) -> Metho
     student = NerfRenderer.from_checkpoint(cfg.run, store, **kw)
     skipped: dict[str, str] = {}
     notes: list[str] = []
-    if student.state_info.get("render_fingerprint") not in (None, store.fingerprint):
-        notes.append("the student was trained on another render store (fingerprint differs)")
+    stale = stale_checkpoint(f"student {cfg.run}", student, store)
     # a student whose coordinate loss saw ground-truth depth is a variant, never the headline
     tag = "_gt_geometry" if student.state_info.get("coord_target") == "gt-surface" else ""
     if tag:
@@ -239,13 +245,12 @@ def build_methods(cfg: EvaluateConfig, store: RenderStore, device: str) -> Metho
     teacher = None
     if "teacher_2d" in want:
         if not cfg.features:
-            skipped["teacher_2d"] = "no feature store configured"
+            skipped["teacher_2d"] = "disabled (--features '')"
         else:
-            try:
-                teacher = TeacherSource(FeatureStore(cfg.features, store.fingerprint), store)
-                sources.append(teacher)
-            except StoreError as exc:
-                skipped["teacher_2d"] = str(exc)
+            features = open_teacher_store(cfg, store, stale)
+            stale += stale_teacher(student, features)
+            teacher = TeacherSource(features, store)
+            sources.append(teacher)
     if "pixelnerf_internal" in want:
         try:
             path = resolve_checkpoint(cfg.pixelnerf_run) if cfg.pixelnerf_run else None
@@ -257,11 +262,71 @@ def build_methods(cfg: EvaluateConfig, store: RenderStore, device: str) -> Metho
             skipped["pixelnerf_internal"] = reason
         else:
             pix = NerfRenderer.from_checkpoint(path, store, **kw)
+            stale += stale_checkpoint(f"pixelNeRF {cfg.pixelnerf_run}", pix, store)
             renderers["pixelnerf"] = pix
             sources.append(NerfSource("pixelnerf_internal", pix, "internal",
                                       kind="pixelnerf-internal"))
     _add_controls(cfg, store, kw, student, sources, renderers, skipped)
-    return Methods(sources, renderers, teacher, skipped, notes)
+    return Methods(sources, renderers, teacher, skipped, notes, stale)
+
+
+def report_stale(stale: list[str], allow: bool) -> None:
+    """Stale inputs: an error before any computation, or (``allow``) a warning on stderr."""
+    import sys
+
+    if stale and not allow:
+        raise StaleStoreError("stale inputs: " + "; ".join(stale) + "; re-run the stages "
+                              "upstream (`dvc repro`), or pass --allow-stale to evaluate anyway")
+    for line in stale:
+        print(f"warning: stale input: {line}", file=sys.stderr)
+
+
+def stale_checkpoint(label: str, nerf: NerfRenderer, store: RenderStore) -> list[str]:
+    """A checkpoint trained on another render store: what changed, by setting name."""
+    from train.trainer import input_changes
+
+    info = nerf.state_info
+    saved = info.get("inputs") or {"render_fingerprint": info.get("render_fingerprint")}
+    if saved.get("render_fingerprint") in (None, store.fingerprint):
+        return []
+    current = {"render_fingerprint": store.fingerprint, "render_config": store.attrs.get("config")}
+    changes = [c for c in input_changes({**saved, "teacher_identity": None,
+                                         "feature_fingerprint": None}, current)]
+    return [f"{label} was trained on other renders than {store.path}: {'; '.join(changes)}"]
+
+
+def stale_teacher(student: NerfRenderer, features: FeatureStore) -> list[str]:
+    """The teacher store is not the one the student was distilled from."""
+    from cache.zarr_io import describe_changes
+
+    info = student.state_info
+    saved = info.get("inputs") or {}
+    if info.get("teacher_identity") and info["teacher_identity"] != features.attrs.get("identity"):
+        diffs = describe_changes(info["teacher_identity"], features.attrs.get("identity") or {})
+        return [f"the teacher_2d store {features.path} holds another teacher than the student "
+                f"was distilled from: {', '.join(diffs)}"]
+    if saved.get("feature_fingerprint") not in (None, features.fingerprint):
+        return [f"the teacher_2d store {features.path} was recomputed after the student was "
+                "trained (same teacher, other content)"]
+    return []
+
+
+def open_teacher_store(cfg: EvaluateConfig, store: RenderStore, stale: list[str]) -> FeatureStore:
+    """The teacher feature store, verified on the test objects. Missing or damaged: an error;
+    stale (other renders): an error unless ``allow_stale`` (then noted in ``stale``)."""
+    if not Path(cfg.features).exists():
+        raise StoreError(f"--features {cfg.features}: no feature store there (needed for the "
+                         "teacher_2d baseline); run `fnerf-pipeline distill-cache`, or pass "
+                         "--features '' to evaluate without that baseline")
+    try:
+        features = FeatureStore(cfg.features, renders=store)
+    except StaleStoreError as exc:
+        if not cfg.allow_stale:
+            raise
+        stale.append(str(exc))
+        features = FeatureStore(cfg.features)
+    features.verify(store.valid_indices("test"), rerun="distill-cache")
+    return features
 
 
 def source_key(pair: Any) -> tuple[int, ...]:
@@ -396,10 +461,14 @@ def run_evaluate_stage(cfg: EvaluateConfig) -> dict[str, Any]:
     if len(test) < 2:
         raise ValueError(f"{cfg.renders}: the evaluation needs at least 2 complete test "
                          f"objects, found {len(test)}")
+    store.verify(test)  # every array of every test object against its digests
     device = str(resolve_device(cfg.device))
     pairs = make_pairs(store.object_ids, test, store.n_views, cfg.n_pairs, cfg.seed,
                        cfg.split_json, cfg.eval_views)
     methods = build_methods(cfg, store, device)
+    report_stale(methods.stale, cfg.allow_stale)
+    for name, reason in methods.skipped.items():  # on the console too, never only in the HTML
+        print(f"note: skipped {name}: {reason}", file=sys.stderr)
     px = scaled_thresholds(store.image_size)
     results: dict[str, TaskResult] = {}
     task_time: dict[str, float] = {}
@@ -434,6 +503,9 @@ def run_evaluate_stage(cfg: EvaluateConfig) -> dict[str, Any]:
         swap = _swap_example(methods.renderers["student"], store, pairs)
 
     metrics = flat_metrics(cfg.category, results, nvs, pairs)
+    metrics[f"{cfg.category}.stale_inputs"] = len(methods.stale)
+    if methods.stale:
+        metrics[f"{cfg.category}.stale"] = methods.stale
 
     protocols = stats.protocols(results, cfg.protocol)  # [None] or e.g. [primary, other]
     headline = [stats.headline_table(results, p, seed=cfg.seed) for p in protocols]
@@ -456,6 +528,7 @@ def run_evaluate_stage(cfg: EvaluateConfig) -> dict[str, Any]:
         "skipped": {**methods.skipped, **({f"nvs.{k}": v for k, v in nvs.skipped.items()}
                                           if nvs else {})},
         "notes": methods.notes + ([pairs.note] if pairs.note else []),
+        "stale": methods.stale,
         "pairs": {"source": pairs.source, "dropped": pairs.dropped,
                   "cross_view": len(pairs.cross_view),
                   "cross_instance": len(pairs.cross_instance),
