@@ -12,6 +12,7 @@ let a stale message say what changed. Optional PCA keeps D < C channels and stor
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -193,6 +194,7 @@ class FeatureStore:
                     "damaged store); re-run distill-cache with --overwrite"
                 )
         self.attrs: dict[str, Any] = dict(self.group.attrs)
+        self.verify_s = 0.0  # seconds spent in verify()
         if self.attrs.get("format_version") != FORMAT_VERSION:
             raise StoreError(
                 f"{self.path}: feature store format {self.attrs.get('format_version')} is not "
@@ -240,12 +242,14 @@ class FeatureStore:
     def verify(self, indices: list[int], rerun: str = "distill-cache") -> None:
         """Re-read ``feat`` of objects ``indices`` against their digests (StoreError if bad);
         an object that is not done is an error too."""
+        t0 = time.perf_counter()
         done = self.group[integrity.DONE][:].astype(bool)
         ids = self.attrs.get("object_ids") or [str(i) for i in range(len(done))]
         problems = [integrity.Problem(i, ids[i], "done", "not computed in this store")
                     for i in indices if not done[i]]
         problems += [p for i in indices if done[i] for p in integrity.check_object(
             self.group, self.path, i, ids[i], CONTENT_ARRAYS, CONTENT_ARRAYS)]
+        self.verify_s += time.perf_counter() - t0
         if problems:
             raise StoreError(integrity.describe(problems, self.path, rerun))
 

@@ -10,6 +10,7 @@ catch a lost ``done`` flag.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -207,6 +208,7 @@ class RenderStore:
             )
         self.attrs = dict(self.group.attrs)
         self._arrays: dict[str, zarr.Array] = {}
+        self.verify_s = 0.0  # seconds spent verifying reads (re-reads and digests)
         if self.attrs.get("format_version") != FORMAT_VERSION:
             raise StoreError(
                 f"{self.path}: render store format {self.attrs.get('format_version')} is not "
@@ -237,8 +239,10 @@ class RenderStore:
                rerun: str = "the render stage") -> None:
         """Re-read arrays ``names`` of objects ``indices`` against their digests; any damage is
         a StoreError naming the objects, the arrays and the fix. Call before using them."""
+        t0 = time.perf_counter()
         problems = [p for i in indices for p in integrity.check_object(
             self.group, self.path, i, self.object_ids[i], names, CONTENT_ARRAYS)]
+        self.verify_s += time.perf_counter() - t0
         if problems:
             raise StoreError(integrity.describe(problems, self.path, rerun))
 
@@ -253,8 +257,11 @@ class RenderStore:
         out = {}
         for name in names:
             out[name] = self.read(name, index)
-            if not np.array_equal(integrity.array_digest(out[name]),
-                                  digests[CONTENT_ARRAYS.index(name)]):
+            t0 = time.perf_counter()
+            ok = np.array_equal(integrity.array_digest(out[name]),
+                                digests[CONTENT_ARRAYS.index(name)])
+            self.verify_s += time.perf_counter() - t0
+            if not ok:
                 self.verify([index], (name,))  # raises with the precise reason
         return out
 

@@ -343,7 +343,9 @@ def _distill_locked(cfg: DistillStageConfig, renders: RenderStore) -> dict:
     if not expected:
         raise StoreError(f"{cfg.renders}: no rendered objects to distil; re-run the render stage")
     done = writer.done_mask()
+    t_verify = time.perf_counter()
     redo = redo_damaged(writer, [i for i in expected if done[i]])
+    resume_verify_s = time.perf_counter() - t_verify
     todo = [i for i in expected if not done[i] or i in redo]
     timings = {"read": 0.0, "teacher": 0.0, "write": 0.0, "bytes": 0.0}
     failures: dict[str, str] = {}
@@ -386,6 +388,7 @@ def _distill_locked(cfg: DistillStageConfig, renders: RenderStore) -> dict:
         "feature_dim": writer.group["feat"].shape[-1],
         "grid": list(writer.group["feat"].shape[2:4]),
         "stage_wall_s": time.perf_counter() - t_start,
+        "verify_s": renders.verify_s + resume_verify_s,
     }
     if store is not None:
         metrics.update(feature_stats(store, renders))

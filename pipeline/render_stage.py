@@ -325,7 +325,9 @@ def _render_locked(cfg: RenderStageConfig, category, plan: PlannedObjects, n_kp:
         cfg.out, layout, attrs, overwrite=cfg.overwrite, if_stale=cfg.if_stale
     )
     done = writer.done_mask()
+    t_verify = time.perf_counter()
     redone = redo_damaged(writer, np.flatnonzero(done).tolist())
+    verify_s = time.perf_counter() - t_verify
     done = writer.done_mask()
     jobs = [
         RenderJob(
@@ -378,6 +380,7 @@ def _render_locked(cfg: RenderStageConfig, category, plan: PlannedObjects, n_kp:
     metrics = stage_metrics(cfg, results, failures, int(done.sum()), wall)
     metrics["fingerprint"] = fingerprint
     metrics["objects_redone_after_damage"] = len(redone)
+    metrics["verify_s"] = verify_s
     report_path = Path(cfg.report_dir) / "index.html"
     write_render_report(cfg, report_path, metrics, failures)
     write_json(Path(cfg.report_dir) / "metrics.json", metrics)

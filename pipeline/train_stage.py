@@ -153,6 +153,7 @@ def run_train_stage(cfg, resume: bool = True, if_stale: str = "fail") -> dict[st
         "steps": summary["steps"],
         "rays_per_s": summary["rays_per_s"],
         "wall_s": summary["wall_s"],
+        "verify_s": summary["verify_s"],
         "resumed_from": summary["start_step"],
         "loss_first": summary["first"],
         "loss_last": summary["last"],

@@ -93,8 +93,10 @@ class RayBatchDataset(Dataset):
                                teacher_identity=self.teacher_identity)
             if cfg.feature_scale is None:
                 cfg.feature_scale = estimate_feature_scale(feats, self.objects)
+            self.verify_s = store.verify_s + feats.verify_s
         else:
             self.feature_dim, self.teacher_identity = 0, None
+            self.verify_s = store.verify_s
         self._renders: RenderStore | None = None
         self._features: FeatureStore | None = None
 

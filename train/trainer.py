@@ -313,7 +313,7 @@ def _train(cfg: TrainConfig, resume: bool, progress: bool, if_stale: str) -> dic
     visits = sampler.visit_counts(0, cfg.steps)  # the whole schedule, all ranks
     return {
         "object_visits": dict(zip(map(int, sampler_objects), visits.tolist(), strict=True)),
-        "steps": cfg.steps, "start_step": start, "wall_s": wall,
+        "steps": cfg.steps, "start_step": start, "wall_s": wall, "verify_s": dataset.verify_s,
         "rays_per_s": (n * rays_per_step / wall) if history else 0.0,
         "first": history[0] if history else {}, "last": history[-1] if history else {},
         "history": history, "checkpoint": str(checkpoints(run_dir)[-1]) if

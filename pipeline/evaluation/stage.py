@@ -540,6 +540,8 @@ def run_evaluate_stage(cfg: EvaluateConfig) -> dict[str, Any]:
         "task_seconds": task_time,
         "thresholds_px": list(px),
         "wall_s": time.perf_counter() - t_start,
+        "verify_s": store.verify_s + (methods.teacher.features.verify_s if methods.teacher
+                                      else 0.0),
     }
     summary["headline"] = headline
     summary["protocols"] = protocol_summary(cfg, results)
