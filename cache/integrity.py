@@ -19,6 +19,8 @@ from pathlib import Path
 import numpy as np
 import zarr
 
+from cache.zarr_io import exists, join
+
 DIGESTS = "digests"
 DONE = "done"
 
@@ -49,13 +51,24 @@ def object_digests(values: Mapping[str, np.ndarray], names: Sequence[str]) -> np
     return np.stack([array_digest(values[n]) for n in names])
 
 
-def chunk_file(store: str | Path, array: zarr.Array, index: int) -> Path:
-    """The file that holds object ``index`` of ``array`` (its shard, or its single chunk).
+def chunk_file(store: str | Path, array: zarr.Array, index: int) -> str:
+    """The file (or object, for a URL store) that holds object ``index`` of ``array``: its
+    shard, or its single chunk.
 
     Every per-object array has one shard (or chunk) per object along axis 0 and one along each
     other axis, so the key is ``c/<index>/0/.../0`` (Zarr v3 default key encoding).
     """
-    return Path(store, array.path, "c", str(index), *(["0"] * (array.ndim - 1)))
+    return join(store, array.path, "c", str(index), *(["0"] * (array.ndim - 1)))
+
+
+def _missing_chunk(store: str | Path, array: zarr.Array, index: int) -> str | None:
+    """``chunk file ... is missing`` when the object's chunk file is gone, else None (also when
+    the store cannot tell, e.g. an object store that does not answer)."""
+    name = chunk_file(store, array, index)
+    try:
+        return None if exists(name) else f"chunk file {name} is missing"
+    except Exception:  # noqa: BLE001 - only refines the message; the digest already failed
+        return None
 
 
 def check_object(
@@ -77,11 +90,8 @@ def check_object(
                                     f"a chunk fails its checksum ({type(exc).__name__})"))
             continue
         if not np.array_equal(array_digest(value), stored[content_arrays.index(name)]):
-            missing = not chunk_file(store, array, index).exists()
-            problems.append(Problem(
-                index, object_id, name,
-                f"chunk file {chunk_file(store, array, index)} is missing" if missing
-                else "content differs from its digest"))
+            problems.append(Problem(index, object_id, name, _missing_chunk(store, array, index)
+                                    or "content differs from its digest"))
     return problems
 
 

@@ -24,9 +24,13 @@ from cache.zarr_io import (
     create_group_atomically,
     create_object_array,
     describe_changes,
+    exists,
+    half_made,
+    missing_note,
     open_group,
     read_checked,
     short_hash,
+    store_present,
 )
 from renderers.job import RenderedObject
 
@@ -93,7 +97,7 @@ class RenderStoreWriter:
         """
         path = str(path)
         config_key = short_hash({"config": attrs["config"], "object_ids": attrs["object_ids"]})
-        exists = Path(path).exists() and any(Path(path).iterdir())
+        exists = store_present(path)  # a half-made (URL) store is rebuilt
         if exists and not overwrite:
             group = open_group(path, mode="r+")
             found = group.attrs.get("config_key")
@@ -195,10 +199,9 @@ class RenderStore:
 
     def __init__(self, path: str | Path, allow_incomplete: bool = False):
         self.path = str(path)
-        if not Path(self.path).exists():
-            raise StoreError(
-                f"{self.path}: no render store here; run `fnerf-pipeline render` first"
-            )
+        if not exists(self.path) or half_made(self.path):
+            raise StoreError(f"{self.path}: no render store here{missing_note(self.path)}; run "
+                             "`fnerf-pipeline render` first")
         self.group = open_group(self.path)
         missing = [name for name in ARRAYS if name not in self.group]
         if missing:
@@ -307,10 +310,21 @@ class RenderStore:
         return self._arrays[name]
 
     def read_views(self, name: str, index: int, views: np.ndarray) -> np.ndarray:
-        """``array[name][index, views]`` for a list of views in one call (V', ...)."""
-        return read_checked(self.array(name), (index, [int(v) for v in views]), self.path, name,
-                            orthogonal=True, rerun="the render stage",
-                            object_ids=self.attrs["object_ids"])
+        """``array[name][index, views]`` (V', ...) for a list of views, in the given order.
+
+        One read per run of consecutive views (a slice), then stacked: zarr's ``oindex`` on the
+        sharded arrays costs several times as much as single-view reads."""
+        arr, vs = self.array(name), [int(v) for v in views]
+        runs: list[list[int]] = []
+        for v in vs:
+            if runs and v == runs[-1][1]:
+                runs[-1][1] += 1
+            else:
+                runs.append([v, v + 1])
+        parts = [read_checked(arr, (index, slice(a, b)), self.path, name,
+                              rerun="the render stage", object_ids=self.attrs["object_ids"])
+                 for a, b in runs or [[0, 0]]]
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
     def read(self, name: str, index: Any) -> np.ndarray:
         """``array[name][index]`` with corrupt-chunk errors turned into StoreError."""

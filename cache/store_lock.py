@@ -21,6 +21,10 @@ How it works:
   host is not trusted to be dead just because its flock could be taken: it is refused until it is
   older than ``stale_after_s`` (the message says to delete the lock file if that run is dead).
   Records from this host are decided by flock alone.
+* Stores on object storage (``s3://...``) cannot be flocked: their lock file is a local file in
+  :func:`lock_dir`, keyed on the URL. Such a lock excludes a second writer **on this machine
+  only**; two machines writing the same URL are not excluded (run one writer per URL; dask
+  workers elsewhere are fine, they write only the objects the locked driver hands out).
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import hashlib
 import json
 import os
 import socket
@@ -38,7 +43,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from cache.zarr_io import StoreError
+from cache.zarr_io import StoreError, is_url
 
 DEFAULT_STALE_AFTER_S = 24 * 3600.0
 _MAX_ATTEMPTS = 50
@@ -52,8 +57,23 @@ class StoreLocked(StoreError):
     """Another run holds (or may hold) the write lock of a store; the message names it."""
 
 
+def lock_dir() -> Path:
+    """Where the lock files of URL stores live: ``$FNERF_LOCK_DIR``, else
+    ``$XDG_CACHE_HOME/fnerf-pipeline/locks`` (``~/.cache/...`` by default)."""
+    if os.environ.get("FNERF_LOCK_DIR"):
+        return Path(os.environ["FNERF_LOCK_DIR"])
+    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(cache, "fnerf-pipeline", "locks")
+
+
 def lock_path(path: str | Path) -> Path:
-    """The lock file of a store or run directory: the sibling ``<path>.lock``."""
+    """The lock file of a store or run directory: the sibling ``<path>.lock``; for a URL store
+    (``s3://...``, no flock there) a local file in :func:`lock_dir` keyed on the URL, so these
+    locks exclude writers on this machine only."""
+    if is_url(path):
+        url = str(path).rstrip("/")
+        name = "".join(c if c.isalnum() or c in "._-" else "_" for c in url.rsplit("/", 1)[-1])
+        return lock_dir() / f"{name[:80]}-{hashlib.sha256(url.encode()).hexdigest()[:16]}.lock"
     p = Path(path)
     if p.name in ("", ".", ".."):
         p = p.resolve()
@@ -176,7 +196,7 @@ class StoreLock:
         stage: str,
         stale_after_s: float = DEFAULT_STALE_AFTER_S,
     ) -> None:
-        self.path = Path(path)
+        self.path: Path | str = str(path).rstrip("/") if is_url(path) else Path(path)
         self.stage = stage
         self.stale_after_s = float(stale_after_s)
         self.lock_file = lock_path(path)
@@ -268,7 +288,7 @@ class StoreLock:
             "started": _now_iso(),
             "stage": self.stage,
             "argv": " ".join(sys.argv),
-            "path": str(self.path.absolute()),
+            "path": self.path if isinstance(self.path, str) else str(self.path.absolute()),
         }
         data = (json.dumps(rec, sort_keys=True) + "\n").encode("utf-8")
         try:

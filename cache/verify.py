@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from cache import integrity
-from cache.zarr_io import StoreError, open_group
+from cache.zarr_io import StoreError, exists, half_made, missing_note, open_group
 
 #: kind of store -> (the attrs key of its settings hash, the stage that writes it)
 KINDS = {"render": ("config_key", "`fnerf-pipeline render` (same options)"),
@@ -33,6 +33,7 @@ class StoreCheck:
     problems: list[integrity.Problem] = field(default_factory=list)
     store_problems: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    source: str = ""
 
     @property
     def ok(self) -> bool:
@@ -44,6 +45,8 @@ class StoreCheck:
 
     @property
     def rerun(self) -> str:
+        if self.source.startswith("import-"):  # imported stores are rewritten by `import`
+            return "`fnerf-pipeline import` (same options)"
         return KINDS[self.kind][1]
 
 
@@ -63,8 +66,9 @@ def verify_store(path: str | Path) -> StoreCheck:
     """Check every done object of the store at ``path`` (see module doc)."""
     t0 = time.perf_counter()
     path = str(path)
-    if not Path(path).exists():
-        raise StoreError(f"{path}: no store here")
+    if not exists(path) or half_made(path):
+        raise StoreError(f"{path}: no store here{missing_note(path)}; re-run the stage that "
+                         "writes it")
     group = open_group(path)
     attrs = dict(group.attrs)
     kind = store_kind(attrs, path)
@@ -75,7 +79,7 @@ def verify_store(path: str | Path) -> StoreCheck:
                          "delete it and re-run the stage that writes it")
     n = int(group[integrity.DONE].shape[0])
     ids = list(attrs.get("object_ids") or [str(i) for i in range(n)])
-    check = StoreCheck(path, kind, n, 0)
+    check = StoreCheck(path, kind, n, 0, source=str(attrs.get("source") or ""))
     try:
         done = group[integrity.DONE][:].astype(bool)
     except Exception as exc:  # noqa: BLE001 - a corrupt flag chunk

@@ -1,10 +1,15 @@
-"""Small Zarr v3 helpers shared by the render and feature stores."""
+"""Small Zarr v3 helpers shared by the render and feature stores, and the path layer that lets
+a store live at a local path or an fsspec URL (``s3://bucket/prefix/chair.zarr``)."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
+import socket
+import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -68,12 +73,25 @@ def create_object_array(
 
 
 def create_group_atomically(path: str | Path, build: Callable[[zarr.Group], None]) -> None:
-    """Create the store at ``path`` whole or not at all: ``build`` fills a sibling
-    ``<path>.creating`` folder (arrays and attrs), which then replaces ``path`` by renames.
-    A run killed meanwhile leaves only the sibling, removed by the next creation (callers hold
-    the store's writer lock, so any sibling is a dead run's)."""
+    """Create the store at ``path`` whole or not at all (callers hold its writer lock).
+
+    Local paths: ``build`` fills a sibling ``<path>.creating`` folder (arrays and attrs), which
+    then replaces ``path`` by renames; a run killed meanwhile leaves only the sibling, removed
+    by the next creation. URLs (object stores have no rename): a ``<path>.creating`` marker
+    object is written first, then ``path`` is cleared and built in place, and the marker is
+    deleted last; a run killed meanwhile leaves the marker, so :func:`half_made` is true:
+    readers refuse the store and the next creation rebuilds it."""
+    if is_url(path):
+        marker = f"{_strip(path)}{CREATING_SUFFIX}"
+        fs, root = _fs(marker)
+        fs.pipe_file(root, canonical_json({"pid": os.getpid(), "host": socket.gethostname(),
+                                           "started": time.time()}).encode())
+        remove(path)
+        build(zarr.open_group(_strip(path), mode="w", zarr_format=3))
+        remove(marker)
+        return
     path = Path(path)
-    tmp, old = Path(f"{path}.creating"), Path(f"{path}.replaced")
+    tmp, old = Path(f"{path}{CREATING_SUFFIX}"), Path(f"{path}.replaced")
     for leftover in (tmp, old):
         shutil.rmtree(leftover, ignore_errors=True)
     build(zarr.open_group(str(tmp), mode="w", zarr_format=3))
@@ -84,14 +102,156 @@ def create_group_atomically(path: str | Path, build: Callable[[zarr.Group], None
 
 
 def open_group(path: str | Path, mode: str = "r") -> zarr.Group:
-    """Open a Zarr group, turning library errors into a StoreError that names the path."""
+    """Open a Zarr group (a local path or an fsspec URL such as ``s3://bucket/x.zarr``),
+    turning library errors into a StoreError that names the path."""
     try:
-        return zarr.open_group(str(path), mode=mode)
+        return zarr.open_group(_strip(path) if is_url(path) else str(path), mode=mode)
     except Exception as exc:
         raise StoreError(
             f"{path}: not a readable Zarr store ({type(exc).__name__}: {exc}); "
             "delete it and re-run the stage that writes it"
         ) from exc
+
+
+# --- paths and URLs ---------------------------------------------------------------------------
+# A store path is a local path or an fsspec URL (``s3://bucket/prefix/chair.zarr``; s3fs reads
+# credentials and the endpoint from the environment: AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
+# AWS_ENDPOINT_URL or FSSPEC_S3_ENDPOINT_URL). These helpers work on both.
+
+CREATING_SUFFIX = ".creating"
+
+
+def is_url(path: str | Path) -> bool:
+    """Whether ``path`` is a URL with a scheme other than ``file://`` (e.g. ``s3://b/x``)."""
+    if isinstance(path, Path):
+        return False
+    scheme, sep, _ = str(path).partition("://")
+    return bool(sep) and scheme.replace("+", "").isalnum() and scheme.lower() != "file"
+
+
+def _strip(path: str | Path) -> str:
+    return str(path).rstrip("/")
+
+
+def _fs(path: str | Path, **options: Any) -> tuple[Any, str]:
+    """The fsspec filesystem of URL ``path`` and the path inside it (listing cache cleared, so
+    other processes' writes are seen)."""
+    from fsspec.core import url_to_fs
+
+    fs, root = url_to_fs(_strip(path), **options)
+    fs.invalidate_cache()
+    return fs, root
+
+
+def join(path: str | Path, *parts: str) -> str:
+    """``path/part/...`` for a local path or a URL."""
+    if is_url(path):
+        return "/".join([_strip(path), *parts])
+    return str(Path(path, *parts))
+
+
+def exists(path: str | Path) -> bool:
+    """A file or folder at a local path; an object or a non-empty prefix at a URL."""
+    if not is_url(path):
+        return Path(path).exists()
+    fs, root = _fs(path)
+    return bool(fs.exists(root))
+
+
+def is_nonempty(path: str | Path) -> bool:
+    """Something at ``path``: a file, a folder with entries, an object or a non-empty prefix."""
+    if not is_url(path):
+        p = Path(path)
+        return p.is_file() or (p.is_dir() and any(p.iterdir()))
+    fs, root = _fs(path)
+    return bool(fs.exists(root)) and (fs.isfile(root) or bool(fs.ls(root, detail=False)))
+
+
+def half_made(path: str | Path) -> bool:
+    """A URL store whose creation never finished (its ``<path>.creating`` marker is there).
+    Always False for local stores, which appear by rename only when whole."""
+    return is_url(path) and exists(f"{_strip(path)}{CREATING_SUFFIX}")
+
+
+def store_present(path: str | Path) -> bool:
+    """A store (finished creating) is at ``path``: something there and not :func:`half_made`."""
+    return is_nonempty(path) and not half_made(path)
+
+
+def missing_note(path: str | Path) -> str:
+    """``""``, or why the store at ``path`` is not usable although something is there."""
+    if half_made(path):
+        return (f" (only a half-made store: a run was killed while creating it; the marker "
+                f"{_strip(path)}{CREATING_SUFFIX} is left)")
+    return ""
+
+
+def remove(path: str | Path) -> None:
+    """Delete a file, folder, object or prefix; nothing there is fine."""
+    if not is_url(path):
+        p = Path(path)
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
+        return
+    fs, root = _fs(path)
+    try:
+        if fs.isfile(root):
+            fs.rm_file(root)
+        elif fs.exists(root):
+            fs.rm(root, recursive=True)
+    except FileNotFoundError:
+        pass
+
+
+def rename(src: str | Path, dst: str | Path) -> None:
+    """Move ``src`` to ``dst``: a rename locally; on object stores a copy of every object, then
+    a delete (not atomic: callers must not rely on it to publish a store)."""
+    if is_url(src) != is_url(dst):
+        raise ValueError(f"cannot move {src} to {dst}: one is a URL, the other is not")
+    if not is_url(src):
+        Path(src).rename(dst)
+        return
+    fs, root = _fs(src)
+    target = _fs(dst)[1]
+    if fs.isfile(root):
+        fs.copy(root, target)
+    else:
+        for key in fs.find(root):
+            fs.copy(key, target + key[len(root):])
+    remove(src)
+
+
+def du(path: str | Path) -> int:
+    """Bytes stored under ``path`` (all files, or all objects of the prefix)."""
+    if not is_url(path):
+        p = Path(path)
+        return p.stat().st_size if p.is_file() else sum(
+            f.stat().st_size for f in p.rglob("*") if f.is_file())
+    fs, root = _fs(path)
+    return int(fs.du(root, total=True)) if fs.exists(root) else 0
+
+
+def url_write_problem(path: str | Path, timeout_s: float = 5.0) -> str | None:
+    """None if an object can be written and deleted beside URL ``path`` (a tiny probe
+    ``<path>.write-probe-<random>``), else the reason with the settings to check."""
+    options: dict[str, Any] = {}
+    if str(path).partition("://")[0].lower() in ("s3", "s3a"):  # fail fast, no retry storm
+        options = {"skip_instance_cache": True, "config_kwargs": {
+            "connect_timeout": timeout_s, "read_timeout": timeout_s,
+            "retries": {"max_attempts": 1}}}
+    probe = f"{_strip(path)}.write-probe-{uuid.uuid4().hex[:12]}"
+    try:
+        fs, root = _fs(probe, **options)
+        fs.pipe_file(root, b"")
+        fs.rm_file(root)
+    except Exception as exc:  # noqa: BLE001 - any failure of the probe is the answer
+        return (f"cannot write to the object store ({type(exc).__name__}: "
+                f"{' '.join(str(exc).split())[:160]}); check that the bucket exists, the "
+                "credentials (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY) and the endpoint "
+                "(AWS_ENDPOINT_URL)")
+    return None
 
 
 def describe_changes(old: dict, new: dict, prefix: str = "") -> list[str]:

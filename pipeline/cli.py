@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 
 os.environ.setdefault("PYOPENGL_PLATFORM", "egl")
-os.environ.setdefault("HF_HUB_OFFLINE", os.environ.get("FNERF_HF_OFFLINE", "1"))
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 
 import functools  # noqa: E402
@@ -19,6 +18,7 @@ from cache.zarr_io import StoreError  # noqa: E402
 from renderers.asset import AssetError  # noqa: E402
 from renderers.base import RendererUnavailable  # noqa: E402
 from teachers.base import TeacherError  # noqa: E402
+from teachers.registry import TEACHERS  # noqa: E402
 
 USER_ERRORS: tuple[type[Exception], ...] = (
     AssetError,
@@ -56,10 +56,37 @@ def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
+#: one recovery flag for every stage: what to do with an output made from other settings or
+#: inputs (``refuse``: an error naming what changed; ``overwrite``: redo it from scratch)
+IF_STALE = click.Choice(["refuse", "overwrite", "fail", "restart"])
+IF_STALE_HELP = ("an existing output made with other settings or inputs: refuse (an error "
+                 "naming what changed) or overwrite (start afresh)  [default: refuse]")
+
+
+def if_stale_value(value: str) -> str:
+    """The stage-level value of ``--if-stale`` (``fail``/``restart``: older spellings)."""
+    return {"refuse": "fail", "fail": "fail", "overwrite": "overwrite",
+            "restart": "overwrite"}[value]
+
+
+def network_mode(online: bool | None) -> str:
+    """Hugging Face hub access: ``--online`` / ``--offline`` win, then the user's own
+    ``HF_HUB_OFFLINE``, else offline (missing weights then fail in seconds, with a line
+    saying how to supply them, instead of retrying an unreachable hub)."""
+    if online is not None:
+        os.environ["HF_HUB_OFFLINE"] = "0" if online else "1"
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    return "offline" if os.environ["HF_HUB_OFFLINE"].lower() in ("1", "true", "yes") else "online"
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="fnerf-pipeline")
-def main() -> None:
+@click.option("--online/--offline", default=None,
+              help="allow Hugging Face hub downloads (teacher weights); default: your "
+                   "HF_HUB_OFFLINE, else offline")
+def main(online: bool | None) -> None:
     """FeatureNeRF pipeline: render -> distill-cache -> train -> evaluate."""
+    network_mode(online)
 
 
 @main.command()
@@ -73,11 +100,12 @@ def main() -> None:
     type=click.Choice(["procedural", "shapenet"]),
     default="procedural",
     show_default=True,
+    help="procedural: the embedded part-annotated shape families; shapenet: ShapeNetCore",
 )
 @click.option(
     "--objects",
     type=int,
-    default=24,
+    default=60,
     show_default=True,
     help="objects to render (procedural), or at most this many per split (shapenet)",
 )
@@ -99,6 +127,7 @@ def main() -> None:
     type=click.Choice(["pyrender", "raycast", "blenderproc"]),
     default="pyrender",
     show_default=True,
+    help="pyrender (GL colour + exact ray-cast labels), raycast (no GL) or blenderproc",
 )
 @click.option(
     "--annotations",
@@ -109,11 +138,13 @@ def main() -> None:
 @click.option("--keypointnet-root", type=click.Path(), help="KeypointNet folder (annotations/)")
 @click.option("--shapenet-part-root", type=click.Path(), help="any ShapeNet-Part release folder")
 @click.option("--partnet-root", type=click.Path(), help="PartNet data_v0 folder")
-@click.option("--partnet-level", type=int, default=1, show_default=True)
+@click.option("--partnet-level", type=int, default=1, show_default=True,
+              help="PartNet hierarchy level used as part labels")
 @click.option("--views", type=int, default=50, show_default=True, help="views per object (>= 2)")
 @click.option("--size", type=int, default=128, show_default=True,
               help="image size in pixels: 32-1024, a multiple of 16")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="seed of the shapes, cameras and splits")
 @click.option(
     "--points",
     "n_points",
@@ -140,19 +171,14 @@ def main() -> None:
 @click.option("--out", type=click.Path(), help="store path (default data/renders/<category>.zarr)")
 @click.option("--report-dir", type=click.Path(), help="default reports/render/<category>")
 @click.option("--overwrite", is_flag=True, help="start afresh even if the store could be resumed")
-@click.option(
-    "--if-stale",
-    type=click.Choice(["fail", "overwrite"]),
-    default="fail",
-    show_default=True,
-    help="what to do when the store was made with other settings",
-)
+@click.option("--if-stale", type=IF_STALE, default="refuse", help=IF_STALE_HELP)
 @user_errors
 def render(split_fractions: str, annotations: str, **kwargs: Any) -> None:
     """Render a 50-view dataset of one category into a Zarr render store."""
     from pipeline.render_stage import RenderStageConfig, run_render_stage
 
     kwargs["annotations"] = tuple(a.strip() for a in annotations.split(",") if a.strip())
+    kwargs["if_stale"] = if_stale_value(kwargs["if_stale"])
     for key in ("shapenet_root", "split_file", "keypointnet_root", "shapenet_part_root",
                 "partnet_root"):  # "" (from params.yaml) means not given
         kwargs[key] = kwargs.get(key) or None
@@ -193,33 +219,38 @@ def _parse_options(pairs: tuple[str, ...]) -> dict[str, Any]:
 
 
 @main.command("distill-cache")
-@click.option("--category", required=True)
-@click.option("--teacher", default="effnet", show_default=True,
-              help="effnet | dino | ldm | daisy | oracle")
+@click.option("--category", required=True, help="category name or ShapeNet synset id")
+@click.option("--teacher", type=click.Choice(list(TEACHERS)), default="effnet",
+              show_default=True, help="registered teacher (see `fnerf-pipeline teachers`)")
 @click.option("--renders", type=click.Path(), help="render store (default data/renders/<cat>.zarr)")
 @click.option("--out", type=click.Path(), help="default data/features/<teacher>/<category>.zarr")
-@click.option("--report-dir", type=click.Path())
+@click.option("--report-dir", type=click.Path(),
+              help="[default: reports/distill-cache/<teacher>/<category>]")
 @click.option(
     "--weights",
-    help="dino: local weights file (timm or original DINO .pth), "
-    "'random' for random init; default: the Hugging Face hub",
+    help="dino/timm: local weights file (safetensors or .pth state dict; dino also the "
+    "original DINO .pth), 'random' for random init; default: the Hugging Face hub",
 )
-@click.option("--model-id", help="dino: timm model name; ldm: hub id or local diffusers folder")
-@click.option("--layer", type=int, help="dino: block index (default 9)")
-@click.option("--facet", type=click.Choice(["key", "query", "value", "token"]))
+@click.option("--model-id", help="dino/timm: timm model name (timm: any ViT or ConvNet, e.g. "
+              "vit_base_patch16_clip_224.openai, resnet50); ldm: hub id or diffusers folder")
+@click.option("--layer", type=int, help="dino/timm: ViT block index (dino default 9); timm "
+              "ConvNet: feature stage index (default: the deepest stride-16 stage)")
+@click.option("--facet", type=click.Choice(["key", "query", "value", "token"]),
+              help="dino/timm ViTs: attention facet or block output  [default: key]")
 @click.option("--input-size", type=int, help="teacher input resolution")
 @click.option("--timestep", type=int, help="ldm: noise timestep")
 @click.option("--prompt", help="ldm: prompt template, e.g. 'a photo of a {category}'")
 @click.option("--device", default=None, help="auto | cpu | cuda[:N]")
-@click.option("--dtype", type=click.Choice(["auto", "fp32", "fp16", "bf16"]))
+@click.option("--dtype", type=click.Choice(["auto", "fp32", "fp16", "bf16"]),
+              help="compute dtype  [default: auto = fp16 on CUDA, fp32 on CPU]")
 @click.option("--option", "extra", multiple=True, help="any other teacher option KEY=VALUE")
-@click.option("--batch-size", type=int, default=16, show_default=True)
+@click.option("--batch-size", type=int, default=16, show_default=True,
+              help="images per teacher forward")
 @click.option("--pca", type=int, help="keep D principal components (basis stored in the store)")
-@click.option("--workers", type=int, default=1, show_default=True)
-@click.option("--scheduler", help="dask.distributed scheduler address")
-@click.option(
-    "--if-stale", type=click.Choice(["fail", "overwrite"]), default="fail", show_default=True
-)
+@click.option("--workers", type=int, default=1, show_default=True,
+              help="local dask worker processes (1 = in this process)")
+@click.option("--scheduler", help="dask.distributed scheduler address (tcp://HOST:PORT)")
+@click.option("--if-stale", type=IF_STALE, default="refuse", help=IF_STALE_HELP)
 @click.option("--overwrite", is_flag=True, help="recompute even if the store is up to date")
 @user_errors
 def distill_cache(
@@ -253,7 +284,7 @@ def distill_cache(
         pca=pca,
         workers=workers,
         scheduler=scheduler,
-        if_stale=if_stale,
+        if_stale=if_stale_value(if_stale),
         overwrite=overwrite,
     )
     m = run_distill_stage(cfg)
@@ -263,58 +294,85 @@ def distill_cache(
     )
 
 
+#: the default profile's values, shown in the train options' help (tests/test_cli_defaults.py
+#: checks them against pipeline.train_stage.profile_config("default") and params.yaml)
+TRAIN_DEFAULTS = {"steps": 400, "objects_per_step": 4, "rays_per_object": 96, "lr": 5e-4,
+                  "feature_weight": 0.25, "coord_weight": 0.25, "backbone": "effnet-lite0",
+                  "width": 128, "n_coarse": 24, "n_importance": 8, "n_depth": 8,
+                  "loader_workers": 0, "ckpt_every": 200, "device": "auto", "seed": 42,
+                  "runs_dir": "runs"}
+
+
+def _profile_help(text: str, key: str) -> str:
+    return f"{text}  [default: the profile's; default profile: {TRAIN_DEFAULTS[key]}]"
+
+
 @main.command("train")
-@click.option("--category", required=True)
+@click.option("--category", required=True, help="category name or ShapeNet synset id")
 @click.option(
     "--teacher",
+    type=click.Choice([*TEACHERS, "none"]),
     default="effnet",
     show_default=True,
     help="teacher whose feature store to distil; 'none' trains plain pixelNeRF",
 )
-@click.option("--name", help="run name (default <category>-<teacher>)")
+@click.option("--name", help="run name  [default: <category>-<teacher>, <category>-pixelnerf]")
 @click.option(
     "--config",
     "config_path",
     type=click.Path(exists=True),
     help="YAML training config (a saved runs/<name>/config.yaml works)",
 )
-@click.option("--renders", type=click.Path())
-@click.option("--features", type=click.Path())
-@click.option("--steps", type=int)
-@click.option("--objects-per-step", type=int)
-@click.option("--rays", "rays_per_object", type=int, help="rays per object per step")
-@click.option("--lr", type=float)
-@click.option("--feature-weight", type=float)
-@click.option("--coord-weight", type=float)
+@click.option("--renders", type=click.Path(),
+              help="render store  [default: data/renders/<category>.zarr]")
+@click.option("--features", type=click.Path(),
+              help="teacher feature store  [default: data/features/<teacher>/<category>.zarr]")
+@click.option("--steps", type=int, help=_profile_help("training steps", "steps"))
+@click.option("--objects-per-step", type=int,
+              help=_profile_help("objects per step (all ranks)", "objects_per_step"))
+@click.option("--rays", "rays_per_object", type=int,
+              help=_profile_help("rays per object per step", "rays_per_object"))
+@click.option("--lr", type=float, help=_profile_help("Adam learning rate", "lr"))
+@click.option("--feature-weight", type=float,
+              help=_profile_help("feature loss weight", "feature_weight"))
+@click.option("--coord-weight", type=float,
+              help=_profile_help("coordinate loss weight", "coord_weight"))
 @click.option("--backbone", type=click.Choice(["resnet18", "resnet34", "effnet-lite0"]),
-              help="image encoder (default: the profile's)")
-@click.option("--width", type=int)
-@click.option("--n-coarse", type=int)
-@click.option("--n-importance", type=int)
-@click.option("--n-depth", type=int)
-@click.option("--loader-workers", type=int)
-@click.option("--ckpt-every", type=int)
-@click.option("--device")
-@click.option("--seed", type=int)
-@click.option("--runs-dir", type=click.Path())
+              help=_profile_help("image encoder", "backbone"))
+@click.option("--width", type=int, help=_profile_help("MLP width", "width"))
+@click.option("--n-coarse", type=int, help=_profile_help("coarse samples per ray", "n_coarse"))
+@click.option("--n-importance", type=int,
+              help=_profile_help("importance samples per ray", "n_importance"))
+@click.option("--n-depth", type=int,
+              help=_profile_help("samples around the expected depth", "n_depth"))
+@click.option("--loader-workers", type=int,
+              help=_profile_help("DataLoader worker processes", "loader_workers"))
+@click.option("--ckpt-every", type=int, help=_profile_help("checkpoint interval", "ckpt_every"))
+@click.option("--device", help=_profile_help("auto | cpu | cuda[:N]", "device"))
+@click.option("--seed", type=int, help=_profile_help("seed", "seed"))
+@click.option("--runs-dir", type=click.Path(), help=_profile_help("runs folder", "runs_dir"))
 @click.option(
     "--pretrained/--no-pretrained",
     "pretrained",
     default=None,
-    help="ImageNet weights for the encoder (when they are available locally)",
+    help="ImageNet weights for the encoder (when they are available locally)  [default: the "
+         "profile's: yes]",
 )
 @click.option("--allow-random-encoder", is_flag=True, default=None,
               help="train from a random encoder when the profile's pretrained weights are missing")
 @click.option("--coord-target", type=click.Choice(["self", "gt-surface"]),
               help="coordinate-loss target: self-supervised (official) or the GT-depth surface "
-                   "point (a variant that uses ground-truth geometry)")
+                   "point (a variant that uses ground-truth geometry)  [default: self]")
 @click.option("--profile", type=click.Choice(["default", "official", "paper"]),
               default="default", show_default=True,
               help="recipe preset: CPU-sized default, the released code's recipe, or the paper "
                    "model with the project's fixes (deviations are saved in config.yaml)")
-@click.option("--resume/--no-resume", default=True, show_default=True)
-@click.option("--if-stale", type=click.Choice(["fail", "restart"]), default="fail",
-              show_default=True, help="checkpoints made with another configuration")
+@click.option("--resume/--no-resume", default=True, show_default=True,
+              help="continue from the newest checkpoint of the run")
+@click.option("--if-stale", type=IF_STALE, default="refuse",
+              help="checkpoints made with another configuration or on other inputs: refuse "
+                   "(an error naming what changed) or overwrite (train afresh)  "
+                   "[default: refuse]")
 @user_errors
 def train_command(
     category: str,
@@ -330,7 +388,8 @@ def train_command(
     from pipeline.train_stage import build_train_config, run_train_stage
 
     cfg = build_train_config(category, teacher, name, config_path, overrides, profile)
-    summary = run_train_stage(cfg, resume=resume, if_stale=if_stale)
+    stale = "restart" if if_stale_value(if_stale) == "overwrite" else "fail"
+    summary = run_train_stage(cfg, resume=resume, if_stale=stale)
     click.echo(
         f"trained {cfg.name} to step {summary['steps']} ({summary['rays_per_s']:.0f} "
         f"rays/s); checkpoint {summary['checkpoint']}"
@@ -338,12 +397,14 @@ def train_command(
 
 
 @main.command("evaluate")
-@click.option("--category", required=True)
-@click.option("--teacher", default="effnet", show_default=True)
+@click.option("--category", required=True, help="category name or ShapeNet synset id")
+@click.option("--teacher", type=click.Choice(list(TEACHERS)), default="effnet",
+              show_default=True, help="the student's teacher (names the default paths)")
 @click.option("--run", help="student run dir or .ckpt (default runs/<category>-<teacher>)")
 @click.option("--pixelnerf-run", help="pixelNeRF baseline run (default runs/<category>-pixelnerf;"
               " '' disables it)")
-@click.option("--renders", type=click.Path())
+@click.option("--renders", type=click.Path(),
+              help="render store  [default: data/renders/<category>.zarr]")
 @click.option("--features", type=click.Path(),
               help="teacher store for the 2D-teacher baseline ('' = no such baseline)")
 @click.option("--split", "split_json", type=click.Path(),
@@ -352,22 +413,28 @@ def train_command(
               help="pairs per protocol (official json: its first N surviving pairs)")
 @click.option("--eval-views", type=int, default=8, show_default=True,
               help="seeded pairs draw their views from this many of the 50 (0 = all)")
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--eval-size", type=int, help="render feature maps at this size (upsampled)")
-@click.option("--n-coarse", type=int)
-@click.option("--n-importance", type=int)
-@click.option("--n-depth", type=int)
-@click.option("--nvs-objects", type=int, default=2, show_default=True)
-@click.option("--nvs-views", "n_views", type=int, default=3, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True, help="seed of the seeded pairs")
+@click.option("--eval-size", type=int, default=0, show_default=True,
+              help="render feature maps at this size, upsampled to the image (0 = image size)")
+@click.option("--n-coarse", type=int, help="coarse samples per ray  [default: the checkpoint's]")
+@click.option("--n-importance", type=int,
+              help="importance samples per ray  [default: the checkpoint's]")
+@click.option("--n-depth", type=int, help="depth-guided samples  [default: the checkpoint's]")
+@click.option("--nvs-objects", type=int, default=2, show_default=True,
+              help="test objects for novel-view synthesis")
+@click.option("--nvs-views", "n_views", type=int, default=3, show_default=True,
+              help="target views per NVS object")
 @click.option("--cross-view-input", type=click.Choice(["source", "own"]), default="source",
-              show_default=True)
+              show_default=True,
+              help="cross-view maps: both from the source image (official) or each from its own")
 @click.option("--protocol", type=click.Choice(["official", "project"]), default="official",
               show_default=True,
               help="primary metric protocol (plain metrics.json keys): the released scripts' "
                    "per-pair logic or the project's refinements; both are always computed, the "
                    "other under '<key>.<protocol>'")
-@click.option("--device", default="auto", show_default=True)
-@click.option("--report-dir", type=click.Path())
+@click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda[:N]")
+@click.option("--report-dir", type=click.Path(),
+              help="[default: reports/evaluate/<run name>]")
 @click.option("--allow-stale", is_flag=True, default=None,
               help="evaluate even if a checkpoint or the feature store was made from other "
                    "inputs (listed on stderr and in metrics.json); default: refuse")
@@ -377,6 +444,7 @@ def evaluate(**kwargs: Any) -> None:
     from pipeline.evaluation.stage import EvaluateConfig, run_evaluate_stage
 
     kwargs["split_json"] = kwargs.get("split_json") or None  # "" from params.yaml: no json
+    kwargs["eval_size"] = kwargs.get("eval_size") or None  # 0: the image size
     if kwargs["split_json"] and not os.path.isfile(kwargs["split_json"]):
         raise click.BadParameter(f"{kwargs['split_json']} does not exist", param_hint="--split")
     cfg = EvaluateConfig(**{k: v for k, v in kwargs.items() if v is not None})
@@ -390,6 +458,13 @@ def evaluate(**kwargs: Any) -> None:
         click.echo(headline_markdown(summary["headline"][0], ("kp PCK@5", "part mIoU")))
     click.echo(f"all metrics: {cfg.report_dir}/metrics.json (other protocol: keys ending "
                f".<protocol>); report: {cfg.report_dir}/index.html")
+
+
+@main.command("teachers")
+def teachers_command() -> None:
+    """List the registered teachers (the names --teacher accepts)."""
+    for name, description in TEACHERS.items():
+        click.echo(f"{name:8s} {description}")
 
 
 @main.command("verify")
@@ -426,6 +501,181 @@ def verify_command(store: str, repair: bool) -> None:
     click.echo(f"reset {len(reset)} object(s); re-run {check.rerun} to redo only those")
 
 
+@main.group("cache")
+def cache_group() -> None:
+    """List, inspect, clean and export render and feature stores (cache/toolkit.py)."""
+
+
+def _echo_json(data: Any) -> None:
+    import json
+
+    click.echo(json.dumps(data, indent=1, default=str))
+
+
+@cache_group.command("ls")
+@click.argument("roots", nargs=-1, type=click.Path())
+@click.option("--json", "as_json", is_flag=True, help="one JSON document instead of the table")
+@user_errors
+def cache_ls(roots: tuple[str, ...], as_json: bool) -> None:
+    """Every render and feature store under ROOTS (folders or URL prefixes; default data/):
+    teacher, render fingerprint, objects done, size, STALE / ORPHANED, writer lock."""
+    from dataclasses import asdict
+
+    from cache.toolkit import format_ls, list_stores
+
+    summaries, leftovers = list_stores(list(roots) or ["data"])
+    if as_json:
+        _echo_json({"stores": [asdict(s) for s in summaries],
+                    "leftovers": [{**asdict(x), "reason": x.reason} for x in leftovers]})
+    else:
+        click.echo(format_ls(summaries, leftovers))
+
+
+@cache_group.command("info")
+@click.argument("store", type=click.Path())
+@click.option("--json", "as_json", is_flag=True, help="one JSON document instead of text")
+@user_errors
+def cache_info(store: str, as_json: bool) -> None:
+    """One store in full: identity, settings, per-object status, format, fingerprint, size."""
+    from cache.toolkit import format_info, store_info
+
+    info = store_info(store)
+    if as_json:
+        _echo_json(info)
+    else:
+        click.echo(format_info(info))
+
+
+@cache_group.command("gc")
+@click.argument("roots", nargs=-1, type=click.Path())
+@click.option("--dry-run/--yes", "dry_run", default=True, show_default=True,
+              help="list what would go and the bytes reclaimed, or delete it")
+@click.option("--json", "as_json", is_flag=True, help="one JSON document instead of text")
+@user_errors
+def cache_gc(roots: tuple[str, ...], dry_run: bool, as_json: bool) -> None:
+    """Remove stale and orphaned feature stores and killed runs' leftovers under ROOTS (default
+    data/). Render stores are never removed; a store whose writer lock is held is kept."""
+    from dataclasses import asdict
+
+    from cache.toolkit import format_gc, plan_gc, run_gc
+
+    items = plan_gc(list(roots) or ["data"])
+    if not dry_run:
+        items = run_gc(items)
+    if as_json:
+        _echo_json({"dry_run": dry_run, "items": [asdict(i) for i in items]})
+    else:
+        click.echo(format_gc(items, dry_run))
+
+
+@cache_group.command("export")
+@click.argument("store", type=click.Path())
+@click.option("--format", "fmt", type=click.Choice(["npz", "official"]), default="npz",
+              show_default=True,
+              help="npz: one <object_id>.npz per object (features float32 (V, C, h, w)); "
+                   "official: the official FeatureNeRF processed-data layout")
+@click.option("--out", required=True, type=click.Path(), help="output folder")
+@click.option("--objects", help="object ids or indices 'id,id' or a slice '0:5'  [default: all "
+                                "done objects]")
+@click.option("--compress", is_flag=True, help="npz: np.savez_compressed instead of np.savez")
+@user_errors
+def cache_export(store: str, fmt: str, out: str, objects: str | None, compress: bool) -> None:
+    """Export a feature (or render) store's objects, each verified against its digests."""
+    from cache.toolkit import export_store
+
+    result = export_store(store, fmt, out, objects, compress)
+    written = result["objects"]
+    count = len(written) if isinstance(written, list) else written
+    click.echo(f"exported {count} object(s) of {store} as {fmt} -> {out}")
+
+
+@main.command("import")
+@click.option("--format", "fmt", required=True,
+              type=click.Choice(["official", "srn", "dvr", "nerf-synthetic"]),
+              help="official: FeatureNeRF's processed data (img/, camera/, *_anno/, "
+                   "dino_feat_256/); srn, dvr, nerf-synthetic: those render layouts")
+@click.option("--root", required=True, type=click.Path(), help="the dataset folder")
+@click.option("--category", required=True, help="category name or ShapeNet synset id")
+@click.option("--split", "split_file", type=click.Path(),
+              help="official FeatureNeRF <synset>.json: import its objects with its splits")
+@click.option("--objects", type=int, help="at most this many objects per split (test objects "
+              "in the most official pairs first)  [default: 0 = all]")
+@click.option("--size", type=int, help="store views at this square size (whole-factor "
+              "downsampling; 32-1024, a multiple of 16)  [default: 0 = the source's]")
+@click.option("--option", "extra", multiple=True,
+              help="importer option KEY=VALUE, e.g. frame=shapenet-v2 (see docs/import.md)")
+@click.option("--out", type=click.Path(), help="render store  [default: "
+              "data/renders/<category>.zarr]")
+@click.option("--report-dir", type=click.Path(), help="[default: reports/import/<category>]")
+@click.option("--features-out", type=click.Path(),
+              help="also import the source's cached teacher features into this feature store")
+@click.option("--features-folder", help="official: the features folder  [default: "
+              "dino_feat_256]")
+@click.option("--on-error", type=click.Choice(["fail", "skip"]), default="fail",
+              show_default=True, help="fail: non-zero exit on a broken object; skip: list it and "
+              "go on")
+@click.option("--features-only", is_flag=True,
+              help="only import the features (--features-out) for the render store --out that "
+                   "an earlier import of the same --root made")
+@click.option("--overwrite", is_flag=True, help="start afresh even if the store could be resumed")
+@click.option("--if-stale", type=IF_STALE, default="refuse", help=IF_STALE_HELP)
+@user_errors
+def import_command(fmt: str, extra: tuple[str, ...], **kwargs: Any) -> None:
+    """Import an existing multi-view dataset into a render store (and its cached features)."""
+    from pipeline.import_stage import ImportStageConfig, run_import_stage
+
+    kwargs["if_stale"] = if_stale_value(kwargs["if_stale"])
+    for key in ("split_file", "features_out", "features_folder", "objects", "size"):
+        kwargs[key] = kwargs.get(key) or None  # "" / 0 (from params.yaml) mean not given
+    cfg = ImportStageConfig(format=fmt, options=_parse_options(extra), **kwargs)
+    result = run_import_stage(cfg)
+    m = result.metrics
+    if cfg.features_only:
+        f = m["features"]
+        click.echo(f"features: {f['objects']} objects {f['grid']}x{f['dim']} -> {result.features}")
+        return
+    present = ", ".join(k for k, v in m["annotations_present"].items() if v) or "none"
+    click.echo(f"{m['objects']} objects ({m['objects_imported_now']} now), {m['views']} views at "
+               f"{m['image_size']} px -> {result.store}; annotations: {present}; report "
+               f"{result.report}")
+    if result.features:
+        f = m["features"]
+        click.echo(f"features: {f['objects']} objects {f['grid']}x{f['dim']} -> {result.features}")
+    if result.failures:
+        from pipeline.guards import summarize_failures
+
+        click.echo(f"  skipped: {summarize_failures(result.failures)}", err=True)
+
+
+@main.command("export")
+@click.option("--format", "fmt", type=click.Choice(["official"]), default="official",
+              show_default=True, help="official: FeatureNeRF's processed-data layout")
+@click.option("--renders", required=True, type=click.Path(), help="render store")
+@click.option("--features", type=click.Path(), help="feature store of those renders (written "
+              "as <features-folder>/<synset>/<id>.npz feats (V, C, h, w) float32)")
+@click.option("--out", required=True, type=click.Path(), help="output folder")
+@click.option("--objects", help="comma-separated object ids  [default: every done object]")
+@click.option("--frame", default="shapenet-v1", show_default=True,
+              help="world axes to write: shapenet-v1 (FeatureNeRF's), shapenet-v2 or z-up")
+@click.option("--features-folder", default="dino_feat_256", show_default=True,
+              help="folder name of the features")
+@click.option("--pairs", "n_pairs", type=int, default=1000, show_default=True,
+              help="evaluation pairs per kind in splits/<synset>.json")
+@user_errors
+def export_command(fmt: str, renders: str, features: str | None, out: str,
+                   objects: str | None, frame: str, features_folder: str, n_pairs: int) -> None:
+    """Write a render store (and features) in the official FeatureNeRF layout."""
+    from cache.export_official import export_official
+
+    ids = [o.strip() for o in objects.split(",") if o.strip()] if objects else None
+    r = export_official(renders, out, feature_store=features or None, objects=ids, frame=frame,
+                        features_folder=features_folder, n_pairs=n_pairs)
+    kinds = ", ".join(f"{k} {v}" for k, v in r.annotations.items() if v) or "images only"
+    click.echo(f"exported {len(r.objects)} object(s) -> {out} ({kinds}; {r.pairs}); not in "
+               f"the layout: {', '.join(r.not_exported)}; colour pixels not exactly "
+               f"representable: {r.rgb_inexact_pixels}")
+
+
 @main.group("edit")
 def edit() -> None:
     """3D editing with the feature field."""
@@ -434,13 +684,14 @@ def edit() -> None:
 @edit.command("swap-texture")
 @click.option("--checkpoint", required=True, type=click.Path(exists=True),
               help="run dir or .ckpt of a trained student")
-@click.option("--renders", required=True, type=click.Path(exists=True))
+@click.option("--renders", required=True, type=click.Path(exists=True), help="render store")
 @click.option("--a", "obj_a", required=True, help="object to edit (index or id)")
 @click.option("--b", "obj_b", required=True, help="object whose part appearance is copied")
 @click.option("--part", required=True, help="part name or label, e.g. seat")
-@click.option("--view", type=int, default=0, show_default=True)
-@click.option("--report-dir", type=click.Path(), default="reports/edit", show_default=True)
-@click.option("--device", default="auto", show_default=True)
+@click.option("--view", type=int, default=0, show_default=True, help="view of object A to edit")
+@click.option("--report-dir", type=click.Path(), default="reports/edit", show_default=True,
+              help="where the before/after report goes")
+@click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda[:N]")
 @user_errors
 def swap_texture_command(obj_a: str, obj_b: str, part: str, **kwargs: Any) -> None:
     """Swap the appearance of one part from object B onto object A (paper's texture swap)."""

@@ -22,11 +22,19 @@ from cache.feature_store import (
     FeatureStoreWriter,
     apply_pca,
     fit_pca,
+    principal_axes,
 )
 from cache.render_store import RenderStore
 from cache.zarr_io import StoreError
-from pipeline.executor import run_tasks
-from pipeline.guards import check_range, check_scheduler, check_writable, redo_damaged
+from pipeline.executor import run_tasks, worker_id, writer_records
+from pipeline.guards import (
+    check_range,
+    check_scheduler,
+    check_writable,
+    is_fatal_os_error,
+    os_error_message,
+    redo_damaged,
+)
 from pipeline.report import HtmlReport, write_json
 from renderers.categories import resolve_category
 
@@ -61,6 +69,15 @@ class DistillStageConfig:
 # CLI option -> constructor argument, per teacher (None: not applicable)
 CLI_OPTION_NAMES: dict[str, dict[str, str]] = {
     "dino": {
+        "weights": "weights",
+        "model_id": "model_name",
+        "layer": "layer",
+        "facet": "facet",
+        "input_size": "input_size",
+        "device": "device",
+        "dtype": "dtype",
+    },
+    "timm": {
         "weights": "weights",
         "model_id": "model_name",
         "layer": "layer",
@@ -236,19 +253,22 @@ def stream_objects(
             to_teacher.put(None)
 
     def write() -> None:
+        # an object's views are buffered and written in one call (one shard write per object,
+        # not a read-modify-write of the shard per batch), then its digest and done flag
         pending: dict[int, list[np.ndarray]] = {o: [] for o in objects}  # views in order
+        all_views = np.arange(renders.n_views)
         try:
             while (item := to_writer.get()) is not None:
                 batch, feat = item
                 t0 = time.perf_counter()
                 k = 0
                 for obj, views in _group_pairs(batch):
-                    part = feat[k : k + len(views)].astype(np.float16)
-                    writer.write_views(obj, np.asarray(views), part)
+                    pending[obj].append(feat[k : k + len(views)].astype(np.float16))
                     k += len(views)
-                    pending[obj].append(part)
                     if sum(len(p) for p in pending[obj]) == renders.n_views:
-                        writer.mark_done(obj, np.concatenate(pending.pop(obj)))
+                        whole = np.concatenate(pending.pop(obj))
+                        writer.write_views(obj, all_views, whole)
+                        writer.mark_done(obj, whole)
                 timings["write"] += time.perf_counter() - t0
                 timings["bytes"] += feat.size * 2
         except BaseException as exc:
@@ -349,7 +369,9 @@ def _distill_locked(cfg: DistillStageConfig, renders: RenderStore) -> dict:
     todo = [i for i in expected if not done[i] or i in redo]
     timings = {"read": 0.0, "teacher": 0.0, "write": 0.0, "bytes": 0.0}
     failures: dict[str, str] = {}
+    fatal: str | None = None
     t_run = time.perf_counter()
+    results: list[dict] = []  # one per object computed now (who wrote it: writers.json)
     if cfg.workers > 1 or cfg.scheduler:
         for r in run_tasks(
             distill_object_task,
@@ -359,15 +381,28 @@ def _distill_locked(cfg: DistillStageConfig, renders: RenderStore) -> dict:
             scheduler=cfg.scheduler,
             desc=f"{cfg.teacher} {cfg.category}",
         ):
+            results.append(r)
             if r["ok"]:
                 for k, v in r["timings"].items():
                     timings[k] += v
             else:
                 failures[renders.object_ids[r["index"]]] = r["error"]
     elif todo:
-        timings = stream_objects(cfg, teacher, renders, writer, todo)
+        try:
+            timings = stream_objects(cfg, teacher, renders, writer, todo)
+        except OSError as exc:  # full disk, read-only: finalise and report what finished
+            if not is_fatal_os_error(exc):
+                raise
+            fatal = os_error_message(exc, "--out", cfg.out)
     run_wall = time.perf_counter() - t_run
-    complete = writer.finalize(expected, {"failures": failures})
+    if todo and not results:  # in-process: this process wrote every object it finished
+        written = writer.done_mask()
+        results = [{"index": i, "ok": bool(written[i]), "worker": worker_id(),
+                    "dask_worker": None} for i in todo]
+    try:
+        complete = writer.finalize(expected, {"failures": failures})
+    except OSError as exc:
+        fatal, complete = fatal or os_error_message(exc, "--out", cfg.out), False
     n_images = len(todo) * renders.n_views
     store = FeatureStore(cfg.out) if complete else None
     if store is not None and todo:  # read-after-write: what this run wrote decodes and matches
@@ -390,10 +425,16 @@ def _distill_locked(cfg: DistillStageConfig, renders: RenderStore) -> dict:
         "stage_wall_s": time.perf_counter() - t_start,
         "verify_s": renders.verify_s + resume_verify_s,
     }
+    metrics["writer_processes"] = len({r["worker"] for r in results if r["ok"]})
     if store is not None:
         metrics.update(feature_stats(store, renders))
+    write_json(Path(cfg.report_dir) / "writers.json", writer_records(results, renders.object_ids))
     write_distill_report(cfg, metrics, failures, store, renders)
     write_json(Path(cfg.report_dir) / "metrics.json", metrics)
+    if fatal:
+        n_done = int(writer.done_mask().sum())
+        raise StoreError(f"distill-cache stopped with {n_done} object(s) done: {fatal} "
+                         f"(report: {cfg.report_dir}/index.html)")
     if failures:
         raise StoreError(
             f"{len(failures)} object(s) failed: "
@@ -403,7 +444,10 @@ def _distill_locked(cfg: DistillStageConfig, renders: RenderStore) -> dict:
 
 
 def _du(path: str | Path) -> int:
-    return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file())
+    """Bytes of the store (a local folder or a URL prefix)."""
+    from cache.zarr_io import du
+
+    return du(path)
 
 
 def feature_stats(store: FeatureStore, renders: RenderStore, n_objects: int = 4) -> dict:
@@ -428,16 +472,18 @@ def feature_stats(store: FeatureStore, renders: RenderStore, n_objects: int = 4)
 
 
 def pca_rgb(feats: np.ndarray) -> np.ndarray:
-    """(B, h, w, C) -> (B, h, w, 3) uint8 by a joint 3-component PCA of foreground cells."""
+    """(B, h, w, C) -> (B, h, w, 3) uint8 by a joint 3-component PCA of foreground cells
+    (covariance ``eigh`` on one BLAS thread: :func:`cache.feature_store.principal_axes`)."""
     flat = feats.reshape(-1, feats.shape[-1]).astype(np.float64)
     fg = np.abs(flat).sum(axis=1) > 0
     out = np.zeros((len(flat), 3))
     if fg.sum() > 3:
-        x = flat[fg] - flat[fg].mean(axis=0)
-        _, _, vt = np.linalg.svd(x, full_matrices=False)
-        y = x @ vt[:3].T
+        k = min(3, flat.shape[1])
+        mean, axes = principal_axes(flat[fg], k)
+        y = (flat[fg] - mean) @ axes
         lo, hi = np.percentile(y, 2, axis=0), np.percentile(y, 98, axis=0)
-        out[fg] = np.clip((y - lo) / np.maximum(hi - lo, 1e-9), 0, 1)
+        out[np.flatnonzero(fg)[:, None], np.arange(k)] = np.clip(
+            (y - lo) / np.maximum(hi - lo, 1e-9), 0, 1)
     return (out.reshape(*feats.shape[:-1], 3) * 255).astype(np.uint8)
 
 
@@ -448,6 +494,11 @@ def write_distill_report(
     store: FeatureStore | None,
     renders: RenderStore,
 ) -> None:
+    """Input views beside a PCA colouring of their features, then statistics and identity."""
+    import html
+
+    from pipeline.report import png_data_uri
+
     report = HtmlReport(f"Distill-cache report: {cfg.teacher} on {cfg.category}")
     if failures:
         report.heading(f"Failures ({len(failures)})")
@@ -465,7 +516,11 @@ def write_distill_report(
                 pad = np.zeros((size, size, 3), np.uint8)
                 pad[: up.shape[0], : up.shape[1]] = up[:size, :size]
                 img = np.concatenate([renders.read("rgb", (i, int(v))), pad], axis=1)
-                report.image(img, f"{renders.object_ids[i]} view {v}", scale=2)
+                # encoded at 1x, shown at 2x (nearest): a 2x PNG took 4x the encoding time
+                caption = html.escape(f"{renders.object_ids[i]} view {v}")
+                report.raw(f'<div class="fig"><img src="{png_data_uri(img)}" width='
+                           f'"{2 * img.shape[1]}" height="{2 * img.shape[0]}"><div class="cap">'
+                           f'{caption}</div></div>')
     report.heading("Statistics")
     report.table(["metric", "value"], [[k, v] for k, v in metrics.items()])
     if store is not None:

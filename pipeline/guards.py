@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from cache.zarr_io import StoreError
+from cache.zarr_io import StoreError, is_url, url_write_problem
 
 #: render sizes: the encoders' deepest map (stride 32) needs at least one cell, and a size that
 #: is a multiple of 16 keeps the stride-16 feature grids aligned with the image
@@ -49,7 +49,13 @@ def check_image_size(flag: str, size: int) -> None:
 
 def check_writable(path: str | Path, flag: str) -> None:
     """Create and delete a probe file in ``path`` (or its nearest existing parent), so a
-    read-only or full location fails here, before a store is created, naming ``flag``."""
+    read-only or full location fails here, before a store is created, naming ``flag``. For a
+    URL store (``s3://...``) a tiny probe object is written and deleted beside it instead."""
+    if is_url(path):
+        problem = url_write_problem(path)
+        if problem:
+            raise PreflightError(f"{flag} {path}: {problem}")
+        return
     target = Path(path)
     probe_dir = target if target.is_dir() else target.parent
     while not probe_dir.exists():
@@ -78,6 +84,44 @@ def check_scheduler(address: str, timeout_s: float = 3.0) -> None:
             f"--scheduler {address}: no dask scheduler answered within {timeout_s:g} s "
             f"({exc.strerror or type(exc).__name__}); start one (`dask scheduler`) and pass its "
             "address, or drop --scheduler to run locally") from None
+    if parsed.scheme == "tcp":
+        problem = _dask_identity_problem(f"tcp://{parsed.hostname}:{parsed.port}", timeout_s)
+        if problem:
+            raise PreflightError(
+                f"--scheduler {address}: something listens there but no dask scheduler answered "
+                f"within {timeout_s:g} s ({problem}); check the address (`dask scheduler` prints "
+                "it), or drop --scheduler to run locally")
+
+
+def _dask_identity_problem(address: str, timeout_s: float) -> str | None:
+    """None if ``address`` answers dask's ``identity`` call as a scheduler within
+    ``timeout_s`` (a TCP connect alone also succeeds on proxies and other servers)."""
+    import asyncio
+    from concurrent.futures import ThreadPoolExecutor
+    from concurrent.futures import TimeoutError as FutureTimeout
+
+    async def identity() -> object:
+        from distributed.comm import connect
+
+        comm = await connect(address, timeout=timeout_s)
+        try:
+            await asyncio.wait_for(comm.write({"op": "identity", "reply": True}), timeout_s)
+            return await asyncio.wait_for(comm.read(), timeout_s)
+        finally:
+            comm.abort()
+
+    pool = ThreadPoolExecutor(1)  # its own event loop, whatever the caller runs
+    try:
+        reply = pool.submit(asyncio.run, identity()).result(timeout=timeout_s + 1)
+    except FutureTimeout:
+        return "no reply"
+    except Exception as exc:  # noqa: BLE001 - garbage fails in any way (even MemoryError)
+        return f"{type(exc).__name__}: {' '.join(str(exc).split())[:80]}"
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
+    if not isinstance(reply, dict) or reply.get("type") != "Scheduler":
+        return f"the reply is not a scheduler's: {str(reply)[:80]}"
+    return None
 
 
 def os_error_message(exc: OSError, flag: str = "", path: str | Path | None = None) -> str:

@@ -72,6 +72,26 @@ def colorize_depth(depth: np.ndarray) -> np.ndarray:
     return out
 
 
+def legend_html(names: list[str], colors: np.ndarray, title: str) -> str:
+    """An inline colour key: one swatch and name per entry (colors (N, 3) uint8)."""
+    import html
+
+    items = "".join(
+        f'<span style="display:inline-block;margin:0 10px 2px 0"><span style="display:inline-'
+        f'block;width:14px;height:14px;vertical-align:middle;border:1px solid #444;background:'
+        f'rgb({int(c[0])},{int(c[1])},{int(c[2])})"></span> {html.escape(str(n))}</span>'
+        for n, c in zip(names, colors, strict=False))
+    return f"<p><b>{html.escape(title)}</b>: {items}</p>"
+
+
+def depth_legend_html() -> str:
+    """The colour bar of :func:`colorize_depth`, which stretches each image's own depth range."""
+    ramp = np.linspace(2.0, 1.0, 64, dtype=np.float32)[None].repeat(10, 0)
+    bar = colorize_depth(ramp)
+    return (f'<p><b>depth</b> (per image, its own range): farthest <img src="'
+            f'{png_data_uri(bar, 2)}" style="vertical-align:middle"> nearest; black = empty</p>')
+
+
 def draw_points(
     image: np.ndarray,
     uv: np.ndarray,

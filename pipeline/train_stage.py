@@ -64,7 +64,7 @@ def profile_config(profile: str):
     cfg.data.feature_scale, cfg.data.n_target_views = None, 4
     if profile == "paper":
         return cfg
-    cfg.steps, cfg.lr, cfg.ckpt_every = 1200, 5e-4, 200
+    cfg.steps, cfg.lr, cfg.ckpt_every = 400, 5e-4, 200  # = params.yaml train.steps
     cfg.model.backbone, cfg.model.width, cfg.model.n_blocks = "effnet-lite0", 128, 4
     cfg.model.combine_layer = 2
     cfg.render.n_coarse, cfg.render.n_importance, cfg.render.n_depth = 24, 8, 8
@@ -143,10 +143,17 @@ def build_train_config(
 
 
 def run_train_stage(cfg, resume: bool = True, if_stale: str = "fail") -> dict[str, Any]:
-    """Train; write ``reports/train/<name>/metrics.json`` beside ``runs/`` (losses, rays/s)."""
+    """Train; write ``reports/train/<name>/metrics.json`` beside ``runs/`` (losses, rays/s).
+
+    Under torchrun only rank 0 writes the reports; the losses and rays/s in them are already
+    reduced over the ranks (mean of the losses, sum of the rays/s)."""
+    import os
+
     from train.trainer import train
 
     summary = train(cfg, resume=resume, if_stale=if_stale)
+    if int(os.environ.get("RANK", "0")) != 0:
+        return summary
     visits = summary["object_visits"]
     metrics = {
         "name": cfg.name,
@@ -157,6 +164,8 @@ def run_train_stage(cfg, resume: bool = True, if_stale: str = "fail") -> dict[st
         "resumed_from": summary["start_step"],
         "loss_first": summary["first"],
         "loss_last": summary["last"],
+        "loss_mean": summary["mean"],
+        "ranks": summary["world"],
         "objects_trained": len(visits),
         "objects_never_visited": int(sum(v == 0 for v in visits.values())),
         "object_visits_min": min(visits.values()),

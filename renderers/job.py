@@ -145,8 +145,10 @@ def project_keypoints(
     K: np.ndarray,
     c2w: np.ndarray,
     size: int,
+    intersector=None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Project keypoints into every view with a ray-cast occlusion test.
+    """Project keypoints into every view with a ray-cast occlusion test (one ray query for all
+    views; ``intersector``: an existing one for ``mesh``, else one is built).
 
     Returns:
         kp2d: (V, P, 2) float32 pixel coords, kp_visible: (V, P) bool (in image, unoccluded).
@@ -157,16 +159,19 @@ def project_keypoints(
     present = kp_id >= 0
     if not present.any():
         return kp2d, visible
-    intersector = ray_intersector(mesh)
+    if intersector is None:
+        intersector = ray_intersector(mesh)
     pts = kp3d[present].astype(np.float64)
-    for v in range(n_views):
-        uv, z = project(pts, K, c2w[v])
-        kp2d[v, present] = uv
-        eye = np.broadcast_to(c2w[v][:3, 3], pts.shape)
-        dist = np.linalg.norm(pts - eye, axis=-1)
-        hit = first_hit_distance(intersector, eye.copy(), pts)
-        inside = (uv[:, 0] >= 0) & (uv[:, 0] < size) & (uv[:, 1] >= 0) & (uv[:, 1] < size)
-        visible[v, present] = inside & (z > 0) & (hit >= dist - KEYPOINT_VISIBILITY_EPS)
+    proj = [project(pts, K, c2w[v]) for v in range(n_views)]
+    uv = np.stack([p[0] for p in proj])  # (V, p, 2)
+    z = np.stack([p[1] for p in proj])
+    eye = np.repeat(np.asarray(c2w, np.float64)[:, :3, 3], len(pts), axis=0)  # (V * p, 3)
+    targets = np.tile(pts, (n_views, 1))
+    dist = np.linalg.norm(targets - eye, axis=-1).reshape(n_views, -1)
+    hit = first_hit_distance(intersector, eye, targets).reshape(n_views, -1)
+    kp2d[:, present] = uv
+    inside = (uv[..., 0] >= 0) & (uv[..., 0] < size) & (uv[..., 1] >= 0) & (uv[..., 1] < size)
+    visible[:, present] = inside & (z > 0) & (hit >= dist - KEYPOINT_VISIBILITY_EPS)
     return kp2d, visible
 
 

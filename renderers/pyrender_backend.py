@@ -4,8 +4,11 @@ Two passes per view, both bit-repeatable across processes:
 - ``rgb`` and ``alpha`` come from GL: one shaded RGBA pass with 4x MSAA (anti-aliased
   silhouettes, suits NeRF ground truth) of a scene with a single mesh node;
 - ``depth`` and ``part`` come from an exact trimesh/embree ray cast at the centres of the pixels
-  GL covered (``alpha > 0``; :func:`renderers.raycast.cast_view`, ~1.5 ms per 128 px view), so
+  GL covered (``alpha > 0``; :func:`renderers.raycast.cast_view`, ~1 ms per 128 px view), so
   every labelled pixel is also foreground in the colour pass.
+Per object: one scene, one shared OffscreenRenderer per process (resized, never rebuilt); each
+view's ray cast runs on a helper thread beside the next GL frames (embree releases the GIL) and
+the frame's GL depth buffer is not read back (only colour: :func:`_read_color`).
 Why not a GL segmentation pass: one pyrender node per part is drawn in ``set`` order, which
 depends on object ids (heap addresses), so z-ties between coincident part faces resolved
 differently in every process and the store fingerprint changed between identical runs. The ray
@@ -16,6 +19,7 @@ in insertion order (:func:`_ordered_scene`) for the same reason.
 from __future__ import annotations
 
 import os
+import sys
 import time
 
 os.environ.setdefault("PYOPENGL_PLATFORM", "egl")
@@ -53,40 +57,157 @@ def _ordered_scene(pyrender):
     return OrderedScene
 
 
+def _shared_display_offscreen(pyrender):
+    """A ``pyrender.OffscreenRenderer`` whose ``delete()`` (also run by ``__del__``) destroys
+    its own context with no other GL call.
+
+    pyrender's ``delete()`` calls ``eglTerminate`` on the EGL display that every context of the
+    process shares, so deleting (or garbage-collecting) any one renderer broke all the others
+    (``eglMakeCurrent`` failing with EGL_BAD_DISPLAY, 12296); and it first makes its own context
+    current, which, run by the garbage collector in the middle of another renderer's frame,
+    sent that frame's GL calls to a dying context. Destroying a context frees its GL objects.
+    """
+
+    from pyrender.renderer import Renderer
+
+    class ColorOnlyRenderer(Renderer):
+        color_only = False  # set for one frame by render_color()
+
+        def _read_main_framebuffer(self, scene, flags):
+            if not self.color_only:
+                return super()._read_main_framebuffer(scene, flags)
+            return _read_color(self._main_fb_ms, self._main_fb, *self._main_fb_dims[:2]), None
+
+    class SharedDisplayOffscreenRenderer(pyrender.OffscreenRenderer):
+        def _create(self) -> None:
+            super()._create()
+            self._renderer.__class__ = ColorOnlyRenderer
+
+        def render_color(self, scene, flags) -> np.ndarray:
+            """(H, W, 4) uint8 RGBA of one frame, without the GL depth blit and read-back."""
+            self._renderer.color_only = True
+            try:
+                return self.render(scene, flags=flags)[0]
+            finally:
+                self._renderer.color_only = False
+
+        def delete(self) -> None:
+            platform = self._platform
+            if platform is None:
+                return
+            try:
+                if hasattr(platform, "_egl_context"):
+                    if platform._egl_context is not None:
+                        from OpenGL.EGL import eglDestroyContext
+
+                        eglDestroyContext(platform._egl_display, platform._egl_context)
+                else:  # OSMesa / pyglet: contexts are independent
+                    platform.delete_context()
+            finally:
+                _abandon(self)
+
+    return SharedDisplayOffscreenRenderer
+
+
+def _read_color(fb_ms: int, fb: int, width: int, height: int) -> np.ndarray:
+    """pyrender 0.1.45's ``Renderer._read_main_framebuffer`` for colour only: the same MSAA
+    resolve (blit, GL_LINEAR) and RGBA read, so the same bytes, without the depth buffer."""
+    from OpenGL.GL import (
+        GL_COLOR_BUFFER_BIT,
+        GL_DRAW_FRAMEBUFFER,
+        GL_LINEAR,
+        GL_READ_FRAMEBUFFER,
+        GL_RGBA,
+        GL_UNSIGNED_BYTE,
+        glBindFramebuffer,
+        glBlitFramebuffer,
+        glReadPixels,
+    )
+
+    glBindFramebuffer(GL_READ_FRAMEBUFFER, fb_ms)
+    glBindFramebuffer(GL_DRAW_FRAMEBUFFER, fb)
+    glBlitFramebuffer(0, 0, width, height, 0, 0, width, height, GL_COLOR_BUFFER_BIT, GL_LINEAR)
+    glBindFramebuffer(GL_READ_FRAMEBUFFER, fb)
+    buf = glReadPixels(0, 0, width, height, GL_RGBA, GL_UNSIGNED_BYTE)
+    return np.flip(np.frombuffer(buf, dtype=np.uint8).reshape((height, width, 4)), axis=0)
+
+
+def _abandon(offscreen) -> None:
+    """Forget an OffscreenRenderer without any GL call, now or at garbage collection: after a
+    lost context its GL names may be reused by the new context, which must not lose them."""
+    inner, platform = offscreen._renderer, offscreen._platform
+    if inner is not None:
+        inner.delete = lambda: None  # Renderer.__del__ would delete names in the current context
+    if platform is not None:
+        platform.delete_context = lambda: None  # Platform.__del__ would eglTerminate
+    offscreen._renderer = offscreen._platform = None
+
+
 class PyrenderRenderer:
-    """pyrender backend; one OffscreenRenderer per process, reused across objects."""
+    """pyrender backend; one OffscreenRenderer per process, reused across objects and sizes.
+
+    A GL failure (a lost context: another ``OffscreenRenderer`` deleted in this process
+    terminates the EGL display that every context shares) is retried once with a new context;
+    if that fails too it raises :class:`RendererUnavailable` (one line), which stops the render
+    stage instead of failing every later object.
+    """
 
     name = "pyrender"
 
     def __init__(self, ambient: float = 0.35, light_intensity: float = 3.0) -> None:
         try:
             import pyrender
+            from OpenGL.error import Error as GLBaseError
         except Exception as exc:  # ImportError or a GL platform error at import
             raise RendererUnavailable(_gl_help(exc)) from exc
         self._pyrender = pyrender
+        self._gl_errors: tuple[type[BaseException], ...] = (GLBaseError, AssertionError)
         self._scene_cls = _ordered_scene(pyrender)
+        self._offscreen_cls = _shared_display_offscreen(pyrender)
         self._renderer = None
-        self._size = 0
         self.ambient = ambient
         self.light_intensity = light_intensity
         self.last_timings: dict[str, float] = {}
+        self.context_resets = 0  # contexts re-created after a GL failure
+        self._pool = None  # one thread for the ray casts (embree releases the GIL)
 
     def version(self) -> str:
         return (f"pyrender {self._pyrender.__version__} ({os.environ.get('PYOPENGL_PLATFORM')})"
                 f" + ray cast (trimesh {trimesh.__version__}, embree={trimesh.ray.has_embree})")
 
     def _offscreen(self, size: int):
-        if self._renderer is None or self._size != size:
-            if self._renderer is not None:
-                self._renderer.delete()
+        """This process's OffscreenRenderer at ``size`` (framebuffers resize, the context stays)."""
+        if self._renderer is None:
             try:
-                self._renderer = self._pyrender.OffscreenRenderer(size, size)
+                self._renderer = self._offscreen_cls(size, size)
             except Exception as exc:
                 raise RendererUnavailable(_gl_help(exc)) from exc
-            self._size = size
+        self._renderer.viewport_width = self._renderer.viewport_height = size
         return self._renderer
 
     def render(self, asset: ShapeAsset, K: np.ndarray, c2w: np.ndarray, size: int) -> RenderedViews:
+        try:
+            return self._render(asset, K, c2w, size)
+        except self._gl_errors as exc:
+            first = exc
+        # the context is gone (its resources with it): forget it without GL calls, make anew
+        print(f"warning: pyrender: the OpenGL context failed ({_gl_error_line(first)}); "
+              "re-creating it", file=sys.stderr)
+        if self._renderer is not None:
+            _abandon(self._renderer)
+        self._renderer, self.context_resets = None, self.context_resets + 1
+        try:
+            return self._render(asset, K, c2w, size)
+        except self._gl_errors as exc:
+            raise RendererUnavailable(
+                f"pyrender: the OpenGL context is broken ({_gl_error_line(exc)}) and a new one "
+                "fails too; was another pyrender.OffscreenRenderer deleted in this process (its "
+                "delete() terminates the shared EGL display)? Restart the run (it resumes), or "
+                "render without GL: --renderer raycast"
+            ) from exc
+
+    def _render(self, asset: ShapeAsset, K: np.ndarray, c2w: np.ndarray, size: int
+                ) -> RenderedViews:
         pr = self._pyrender
         t_setup = time.perf_counter()
         renderer = self._offscreen(size)
@@ -109,31 +230,64 @@ class PyrenderRenderer:
             depth=np.zeros((n_views, size, size), np.float32),
             part=np.full((n_views, size, size), -1, np.int16),
         )
-        flags = pr.RenderFlags
-        timings = {"setup": time.perf_counter() - t_setup, "rgb_pass": 0.0, "ray_cast": 0.0}
-        for v in range(n_views):
-            t0 = time.perf_counter()
-            pose = c2w[v] @ OPENCV_TO_OPENGL
-            shaded.set_pose(cam_node, pose)
-            shaded.set_pose(light_node, pose)
-            color, _ = renderer.render(shaded, flags=flags.RGBA | flags.SKIP_CULL_FACES)
-            out.rgb[v] = color[..., :3]  # premultiplied over the transparent black background
-            out.alpha[v] = color[..., 3]
-            t1 = time.perf_counter()
+        flags = pr.RenderFlags.RGBA | pr.RenderFlags.SKIP_CULL_FACES
+        timings = {"setup": time.perf_counter() - t_setup, "rgb_pass": 0.0, "ray_cast": 0.0,
+                   "ray_cast_wait": 0.0}
+        mesh, face_part = asset.mesh, asset.face_part
+
+        def cast(v: int) -> None:  # embree releases the GIL: runs beside the next GL frames
+            t = time.perf_counter()
             # rays only where GL covered the pixel: every labelled pixel is foreground in rgb
-            tri, depth = cast_view(intersector, asset.mesh, K, c2w[v], size, out.alpha[v] > 0)
+            tri, depth = cast_view(intersector, mesh, K, c2w[v], size, out.alpha[v] > 0)
             hit = (tri >= 0) & np.isfinite(depth) & (depth > 0)
             out.depth[v][hit] = depth[hit]
-            out.part[v][hit] = asset.face_part[tri[hit]]
-            timings["rgb_pass"] += t1 - t0
-            timings["ray_cast"] += time.perf_counter() - t1
+            out.part[v][hit] = face_part[tri[hit]]
+            timings["ray_cast"] += time.perf_counter() - t
+
+        pool, pending = self._cast_pool(), []
+        try:
+            for v in range(n_views):
+                t0 = time.perf_counter()
+                pose = c2w[v] @ OPENCV_TO_OPENGL
+                shaded.set_pose(cam_node, pose)
+                shaded.set_pose(light_node, pose)
+                color = renderer.render_color(shaded, flags)  # no GL depth read-back
+                out.rgb[v] = color[..., :3]  # premultiplied over the transparent black background
+                out.alpha[v] = color[..., 3]
+                timings["rgb_pass"] += time.perf_counter() - t0
+                pending.append(pool.submit(cast, v))
+        finally:
+            t0 = time.perf_counter()
+            for future in pending:
+                future.result()
+            timings["ray_cast_wait"] = time.perf_counter() - t0
         self.last_timings = timings
         return out
 
+    def _cast_pool(self):
+        if self._pool is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._pool = ThreadPoolExecutor(1, thread_name_prefix="raycast")
+        return self._pool
+
     def close(self) -> None:
+        """Free this renderer's GL resources and context (the shared display stays)."""
+        if self._pool is not None:
+            self._pool.shutdown()
+            self._pool = None
         if self._renderer is not None:
             self._renderer.delete()
             self._renderer = None
+
+
+def _gl_error_line(exc: BaseException) -> str:
+    """One line for a PyOpenGL error: ``GLError err=12296 in eglMakeCurrent``."""
+    err, op = getattr(exc, "err", None), getattr(exc, "baseOperation", None)
+    if err is not None:
+        name = getattr(op, "__name__", op)
+        return f"{type(exc).__name__} err={err}" + (f" in {name}" if name else "")
+    return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'failed'}"
 
 
 def _key_light_pose() -> np.ndarray:

@@ -5,7 +5,8 @@ from __future__ import annotations
 from renderers.base import Renderer
 
 RENDERERS = {
-    "pyrender": "offscreen OpenGL (EGL/OSMesa), MSAA RGB + exact SEG labels and depth (default)",
+    "pyrender": "offscreen OpenGL (EGL/OSMesa) MSAA RGBA + ray-cast depth and part labels "
+                "(default)",
     "raycast": "trimesh + embree ray casting, Lambertian shading, no GL needed",
     "blenderproc": "Blender Cycles out of process (photoreal); see docs/blender.md to enable",
 }

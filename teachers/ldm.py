@@ -17,8 +17,17 @@ Recipe (FeatureNeRF's LDM extraction script is not public; choices documented he
    (unconditional; needs no ``transformers``).
 5. Forward hooks on ``unet.up_blocks[i]`` for ``blocks`` (default (2, 3): 640 + 320 = 960
    channels for SD-1.x); the pass stops after the last hooked block. Every map is resized
-   bilinearly (align_corners=False) to ``grid`` (default: the largest hooked map, 64x64 at
-   512 px for SD-1.x) and concatenated in ``blocks`` order -> (B, h, w, C).
+   bilinearly (align_corners=False, antialiased when shrinking) to ``grid`` and concatenated
+   in ``blocks`` order -> (B, h, w, C).
+
+Default grid (cache size): ``DEFAULT_GRID`` = 16x16, all 960 channels. The feature store keeps
+float16 (V, h, w, C) per object, so at 50 views the paper setting (``grid=None``: the largest
+hooked map, 64x64 at 512 px) costs 64*64*960*2*50 B = 393 MB per object (2.7 TB for the 6778
+ShapeNet chairs); the budget is 40 MB per object (800 KB per view, DINO's 32x32x384 is 39 MB).
+16x16x960 = 24.6 MB per object keeps every channel of both up blocks (block 2 is 32x32 at
+512 px, block 3 64x64; both shrink with antialiasing) in 8 px cells at the 128 px render size.
+Finer cells within the budget: ``grid=[32, 32]`` with the distill stage's ``--pca 384``
+(39.3 MB); the paper's 64x64: ``--option grid=null`` (or ``grid=[64, 64]``).
 
 Model: a hub id (default ``stable-diffusion-v1-5/stable-diffusion-v1-5``, needs network or the
 HF cache) or a local ``save_pretrained`` folder with ``unet/ vae/ [text_encoder/ tokenizer/]
@@ -52,6 +61,8 @@ SD_SCHEDULER = {
     "beta_schedule": "scaled_linear",
 }
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt")
+#: default feature grid: 24.6 MB per 50-view object in fp16 (module docstring); None = paper
+DEFAULT_GRID = (16, 16)
 
 
 class _StopForward(Exception):
@@ -101,7 +112,8 @@ class LdmTeacher(Teacher):
         text_encoder: "clip" (tokenizer + CLIPTextModel from the folder; needs transformers) or
             "none" (zero conditioning).
         input_size: square side fed to the VAE (multiple of VAE factor x UNet factor, e.g. 64).
-        grid: (h, w) output grid; None = the largest hooked map.
+        grid: (h, w) output grid (default ``DEFAULT_GRID``, 16x16); None = the largest hooked
+            map (the paper setting, 64x64 at 512 px).
         noise_seed: seed of the shared noise.
         ensemble: number of noise draws averaged.
         device, dtype, batch_size, zero_bg: as for :class:`teachers.dino.DinoTeacher`.
@@ -118,7 +130,7 @@ class LdmTeacher(Teacher):
         prompt_template: str = "a photo of a {category}",
         text_encoder: str = "clip",
         input_size: int = 512,
-        grid: tuple[int, int] | list[int] | None = None,
+        grid: tuple[int, int] | list[int] | None = DEFAULT_GRID,
         noise_seed: int = 0,
         ensemble: int = 1,
         device: str = "auto",

@@ -19,6 +19,11 @@ _CLASSES: dict[str, tuple[str, str]] = {
         "teachers.dino:DinoTeacher",
         "DINO ViT-S/8 block-9 keys at 256 px -> 32x32x384 (timm; weights from the hub or a file)",
     ),
+    "timm": (
+        "teachers.timm_teacher:TimmTeacher",
+        "any timm ViT (block facet) or ConvNet (stage): --model-id NAME (DINOv2, CLIP, SigLIP, "
+        "ResNet...)",
+    ),
     "ldm": (
         "teachers.ldm:LdmTeacher",
         "Stable Diffusion UNet up_blocks[2]+[3] at t=100 -> 960 channels (diffusers)",

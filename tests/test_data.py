@@ -99,3 +99,56 @@ def test_stale_feature_store_is_refused(tiny_stores, tmp_path):
         RayBatchDataset(DataConfig(renders=str(tiny_stores[0]), features=str(copy)))
     assert FeatureStore(tiny_stores[1]).attrs["render_fingerprint"] == \
         RenderStore(tiny_stores[0]).fingerprint
+
+
+@pytest.mark.parametrize("views", [[3], [0, 1, 2], [5, 1, 2, 3, 7], [7, 6], []])
+def test_read_views_matches_orthogonal_indexing(tiny_stores, views):
+    """One read per run of consecutive views, stacked in the order asked."""
+    renders, feats = RenderStore(tiny_stores[0]), FeatureStore(tiny_stores[1])
+
+    def oindex(arr, obj):  # zarr's oindex refuses an empty list
+        return arr.oindex[obj, views] if views else arr[obj, 0:0]
+
+    for name in ("rgb", "alpha", "depth"):
+        expected = oindex(renders.array(name), 1)
+        got = renders.read_views(name, 1, np.array(views, dtype=int))
+        assert got.shape == expected.shape and np.array_equal(got, expected), name
+    got = feats.read_views(2, np.array(views, dtype=int))
+    assert got.shape == oindex(feats.feat, 2).shape
+    assert np.array_equal(got, oindex(feats.feat, 2))
+
+
+def test_read_views_of_a_damaged_shard_is_a_store_error(tiny_stores, tmp_path):
+    import shutil
+
+    copy = tmp_path / "r.zarr"
+    shutil.copytree(tiny_stores[0], copy)
+    shards = sorted((copy / "rgb").rglob("*"))
+    shard = [p for p in shards if p.is_file() and p.name != "zarr.json"][1]
+    data = bytearray(shard.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    shard.write_bytes(bytes(data))
+    store = RenderStore(copy)
+    with pytest.raises(StoreError, match="fails to decode"):
+        for obj in range(store.group["rgb"].shape[0]):
+            store.read_views("rgb", obj, np.arange(store.n_views))
+
+
+def test_feature_scale_is_cheap_and_deterministic(tiny_stores, monkeypatch):
+    from train.data import estimate_feature_scale
+
+    feats = FeatureStore(tiny_stores[1])
+    objects = RenderStore(tiny_stores[0]).valid_indices("train")
+    reads = []
+    original = FeatureStore.read_views
+    monkeypatch.setattr(FeatureStore, "read_views",
+                        lambda self, i, v: reads.append(len(v)) or original(self, i, v))
+    monkeypatch.setattr(FeatureStore, "read", lambda *a: pytest.fail("whole-object read"))
+    scale = estimate_feature_scale(feats, objects)
+    assert reads == [4] * min(4, len(objects))  # 4 views of at most 4 objects
+    assert scale == estimate_feature_scale(FeatureStore(tiny_stores[1]), objects)
+    # close to the all-views float64 value
+    full = np.concatenate([feats.feat[o].astype(np.float64).reshape(-1, feats.dim)
+                           for o in objects])
+    fg = full[np.abs(full).sum(1) > 0]
+    assert scale == pytest.approx(1 / np.sqrt((fg**2).mean()), rel=0.25)

@@ -182,8 +182,27 @@ def test_bad_weight_files_raise_teacher_error(tmp_path) -> None:
 
 
 def test_hub_offline_fails_with_weights_hint() -> None:
-    with pytest.raises(TeacherError, match="--weights"):
-        DinoTeacher(weights=None, model_kwargs=SMALL, device="cpu")
+    with pytest.raises(TeacherError, match="dino_deitsmall8_pretrain.pth.*--weights") as err:
+        DinoTeacher(weights=None, model_kwargs=SMALL, layer=1, device="cpu")
+    assert "\n" not in str(err.value)
+
+
+def test_identity_is_unchanged_by_the_timm_preset(vits8: DinoTeacher) -> None:
+    """The identity of the default teacher as before DinoTeacher became a TimmTeacher preset
+    (same keys and values, so existing dino caches keep their keys)."""
+    assert vits8.identity() == {
+        "name": "dino", "version": "1", "grid": [32, 32], "feature_dim": 384,
+        "zero_background": True,
+        "background_rule": "alpha nearest (top-left pixel of each cell) == 0 -> 0",
+        "model": "vit_small_patch8_224.dino", "weights": "random",
+        "weights_sha256": "random-init", "layer": 9, "facet": "key",
+        "channel_order": "head-major", "input_size": 256, "resize": "bilinear",
+        "antialias": False, "stride": 8,
+        "normalize": {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]},
+        "prefix_tokens": "dropped", "pos_interp": "dino", "dtype": "fp32", "seed": 0,
+    }
+    with pytest.raises(TeacherError, match="not a timm VisionTransformer"):
+        DinoTeacher(model_name="resnet50", weights="random", device="cpu")
 
 
 def test_identity_tracks_options() -> None:

@@ -110,3 +110,22 @@ def test_wrong_category_and_option_errors(tiny_stores, tmp_path):
 
 def test_group_pairs_splits_runs():
     assert _group_pairs([(0, 3), (0, 4), (1, 0), (1, 2)]) == [(0, [3, 4]), (1, [0]), (1, [2])]
+
+
+def test_pca_rgb_matches_the_svd_colouring_up_to_sign():
+    from pipeline.distill_stage import pca_rgb
+
+    rng = np.random.default_rng(0)
+    feats = (rng.normal(size=(4, 16, 16, 24)) * np.linspace(4, 0.5, 24)).astype(np.float32)
+    feats[:, :3] = 0  # background cells stay black
+    new = pca_rgb(feats).reshape(-1, 3).astype(int)
+    flat = feats.reshape(-1, 24).astype(np.float64)  # the former SVD implementation
+    fg = np.abs(flat).sum(axis=1) > 0
+    x = flat[fg] - flat[fg].mean(axis=0)
+    y = x @ np.linalg.svd(x, full_matrices=False)[2][:3].T
+    lo, hi = np.percentile(y, 2, axis=0), np.percentile(y, 98, axis=0)
+    old = (np.clip((y - lo) / (hi - lo), 0, 1) * 255).astype(int)
+    assert (new[~fg] == 0).all()
+    for c in range(3):  # a flipped axis maps v -> 255 - v (up to rounding)
+        same, flipped = np.abs(new[fg, c] - old[:, c]), np.abs(new[fg, c] - (255 - old[:, c]))
+        assert same.max() <= 1 or flipped.max() <= 1, c

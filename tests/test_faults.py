@@ -334,6 +334,23 @@ def test_disk_full_is_one_line_and_the_report_lists_what_finished(tmp_path):
     assert "all objects verified" in result.stdout  # ... and intact
 
 
+def test_distill_disk_full_is_one_line_and_keeps_what_finished(tiny_stores, tmp_path):
+    import shlex
+
+    disk = tmp_path / "disk"
+    out = disk / "f.zarr"
+    distill = shlex.join([sys.executable, "-m", "pipeline.cli",
+                          *distill_args(tiny_stores[0], out, tmp_path)])
+    result = in_tmpfs(disk, "size=120k", f"{distill}; echo rc=$?; {sys.executable} -m "
+                                         f"pipeline.cli verify {out}")
+    assert "rc=1" in result.stdout, result.stdout + result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    assert "no space left" in errors[0] and "object(s) done" in errors[0]
+    assert (tmp_path / "rep-distill" / "metrics.json").exists()
+    assert "all objects verified" in result.stdout
+
+
 def test_read_only_target_is_refused_before_anything_is_written(tmp_path):
     disk = tmp_path / "ro"
     out = disk / "chair.zarr"

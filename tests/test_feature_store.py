@@ -74,3 +74,21 @@ def test_pca_keeps_background_zero_and_reconstructs_low_rank_data():
     np.testing.assert_allclose(recon, x[50:], atol=1e-4)
     with pytest.raises(StoreError, match="at least 20"):
         fit_pca(x[:10], 20)
+
+
+def test_pca_spans_the_svd_subspace_with_a_fixed_sign():
+    rng = np.random.default_rng(1)
+    rotation = np.linalg.qr(rng.normal(size=(40, 40)))[0]
+    x = (rng.normal(size=(3000, 40)) * np.linspace(3.0, 0.1, 40)) @ rotation + 2.0
+    x[:100] = 0  # background rows are ignored
+    mean, comps = fit_pca(x, 8)
+    fg = x[100:]
+    _, _, vt = np.linalg.svd(fg - fg.mean(axis=0), full_matrices=False)
+    ref = vt[:8].T
+    np.testing.assert_allclose(mean, fg.mean(axis=0), atol=1e-5)
+    np.testing.assert_allclose(comps @ comps.T, ref @ ref.T, atol=1e-5)  # same subspace
+    np.testing.assert_allclose(np.abs(comps.T @ ref), np.eye(8), atol=1e-5)  # same axes, +-
+    top = np.abs(comps).argmax(axis=0)
+    assert (comps[top, np.arange(8)] > 0).all()  # sign fixed: largest loading positive
+    mean2, comps2 = fit_pca(x[::-1].copy(), 8)  # row order does not matter
+    np.testing.assert_allclose(comps2, comps, atol=1e-5)

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from teachers.base import TeacherError, TeacherInput
-from teachers.ldm import LdmTeacher
+from teachers.ldm import DEFAULT_GRID, LdmTeacher
 
 HAS_TRANSFORMERS = importlib.util.find_spec("transformers") is not None
 BLOCKS_OUT = (8, 16, 16, 24)  # up_blocks[i] outputs reversed(...)[i] = 24, 16, 16, 8 channels
@@ -128,9 +128,10 @@ def test_shapes_channels_and_manual_reference(tiny_sd) -> None:
 
 
 def test_grid_and_block_selection(tiny_sd) -> None:
-    t = _teacher(tiny_sd, blocks=(1,))  # 8x8 map, 16 channels
+    t = _teacher(tiny_sd, blocks=(1,), grid=None)  # None: the hooked map, 8x8, 16 channels
     assert t.grid == (8, 8) and t.feature_dim == 16
     assert t(_batch(b=1)).shape == (1, 8, 8, 16)
+    assert _teacher(tiny_sd, blocks=(1,)).grid == DEFAULT_GRID  # the default is fixed
     t = _teacher(tiny_sd, blocks=(0, 3), grid=(4, 4))  # 24 + 8 channels, resized to 4x4
     assert t(_batch(b=1)).shape == (1, 4, 4, 32)
     with pytest.raises(TeacherError, match="out of range"):
@@ -201,3 +202,10 @@ def test_identity_contents(tiny_sd) -> None:
     json.dumps(ident)
     for change in ({"timestep": 50}, {"blocks": (3, 2)}, {"grid": (8, 8)}, {"input_size": 64}):
         assert _teacher(tiny_sd, **change).identity() != ident, change
+
+
+def test_default_grid_fits_the_cache_budget() -> None:
+    # SD-1.x up_blocks[2] + [3]: 640 + 320 channels; float16 store, 50 views per object
+    per_object = DEFAULT_GRID[0] * DEFAULT_GRID[1] * (640 + 320) * 2 * 50
+    assert per_object <= 40e6, per_object
+    assert 64 * 64 * 960 * 2 * 50 > 390e6  # the paper grid (grid=None) is ~10x over it

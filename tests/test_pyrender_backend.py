@@ -133,3 +133,47 @@ def test_renders_are_bit_identical_across_processes(tmp_path):
                 assert a.tobytes() == b.tobytes(), (
                     f"process {proc} render {r}: {name} differs in {n_diff} values"
                 )
+
+
+def _same(a, b) -> bool:
+    return all(getattr(a, n).tobytes() == getattr(b, n).tobytes()
+               for n in ("rgb", "alpha", "depth", "part"))
+
+
+def test_a_deleted_second_renderer_is_survived_bit_identically(rendered, capfd):
+    import pyrender
+
+    asset, K, c2w, ref = rendered
+    renderer = _renderer()
+    other = pyrender.OffscreenRenderer(32, 32)
+    other.delete()  # pyrender terminates the shared EGL display: every context is lost
+    out = renderer.render(asset, K, c2w, SIZE)
+    assert _same(out, ref) and renderer.context_resets == 1
+    assert "re-creating it" in capfd.readouterr().err
+
+
+def test_close_and_size_changes_keep_other_contexts(rendered):
+    asset, K, c2w, ref = rendered
+    a, b = _renderer(), _renderer()
+    first = a._offscreen(SIZE)
+    assert a._offscreen(64) is first and a._offscreen(SIZE) is first  # resized, not rebuilt
+    a.render(asset, K, c2w[:1], 64)
+    b.close()  # frees b's context only
+    assert _same(a.render(asset, K, c2w, SIZE), ref) and a.context_resets == 0
+
+
+def test_a_gl_context_that_stays_broken_is_renderer_unavailable(rendered, monkeypatch):
+    from OpenGL.error import GLError
+
+    asset, K, c2w, _ = rendered
+    renderer = _renderer()
+
+    def broken(*_args, **_kw):
+        raise GLError(err=12296, result=0, baseOperation="eglMakeCurrent")
+
+    monkeypatch.setattr(type(renderer._offscreen(SIZE)), "render", broken)
+    with pytest.raises(RendererUnavailable) as info:
+        renderer.render(asset, K, c2w, SIZE)
+    msg = str(info.value)
+    assert "\n" not in msg and "err=12296 in eglMakeCurrent" in msg and "--renderer raycast" in msg
+    assert renderer.context_resets == 1  # one new context was tried

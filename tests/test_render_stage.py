@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from cache.render_store import RenderStore, RenderStoreWriter
+from cache.zarr_io import StoreError
 from pipeline.render_stage import RenderStageConfig, run_render_stage, split_assignment
 from renderers.asset import AssetError
 from tests.conftest import make_toy_asset
@@ -134,3 +135,54 @@ def test_real_shapenet_chair_with_keypointnet_annotations(tmp_path):
     align = store.attrs["alignment"]["88382b877be91b2a572f8e1c1caad99e"]["keypointnet"]
     assert align["chamfer"] < 0.02 and align["candidate"] is not None
     assert "Annotation alignment" in (tmp_path / "rep" / "index.html").read_text()
+
+
+def _gl_broken_renderer(monkeypatch):
+    """The process's pyrender renderer with a GL context that fails on every frame."""
+    pytest.importorskip("pyrender")
+    from OpenGL.error import GLError
+
+    from renderers.base import RendererUnavailable
+    from renderers.registry import get_renderer
+
+    try:
+        renderer = get_renderer("pyrender")
+        offscreen = renderer._offscreen(48)
+    except RendererUnavailable as exc:
+        pytest.skip(f"pyrender/EGL unavailable: {exc}")
+
+    def broken(*_args, **_kw):
+        raise GLError(err=12296, result=0, baseOperation="eglMakeCurrent")
+
+    monkeypatch.setattr(type(offscreen), "render", broken)
+    return renderer
+
+
+def test_broken_gl_context_stops_the_stage_with_one_error(tmp_path, toy_source, monkeypatch):
+    _gl_broken_renderer(monkeypatch)
+    calls = {"n": 0}
+    original = RenderStoreWriter.write_object
+    monkeypatch.setattr(RenderStoreWriter, "write_object",
+                        lambda *a: (calls.__setitem__("n", calls["n"] + 1), original(*a)))
+    with pytest.raises(StoreError) as info:
+        run_render_stage(config(tmp_path, renderer="pyrender", on_error="skip"))
+    msg = str(info.value)
+    assert "\n" not in msg and "render stopped after 0 new object(s)" in msg
+    assert "OpenGL context is broken" in msg and "err=12296" in msg
+    assert calls["n"] == 0  # nothing rendered, nothing written after the failure
+    metrics = json.loads((tmp_path / "report" / "metrics.json").read_text())
+    assert metrics["failures"] == 1  # the first object, not one failure per object
+    assert "OpenGL context is broken" in (tmp_path / "report" / "index.html").read_text()
+
+
+def test_unavailable_renderer_is_fatal_not_per_object(tmp_path, toy_source, monkeypatch):
+    from renderers.base import RendererUnavailable
+
+    def unavailable(name):
+        raise RendererUnavailable(f"{name}: no GL here (test)")
+
+    monkeypatch.setattr("renderers.registry.get_renderer", unavailable)
+    with pytest.raises(StoreError, match=r"stopped after 0 new .*no GL here \(test\)"):
+        run_render_stage(config(tmp_path, on_error="skip"))
+    metrics = json.loads((tmp_path / "report" / "metrics.json").read_text())
+    assert metrics["failures"] == 1 and metrics["objects"] == 0

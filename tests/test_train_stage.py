@@ -53,3 +53,26 @@ def test_built_config_records_deviations_and_variants():
 def test_unknown_profile_is_refused():
     with pytest.raises(ValueError, match="unknown training profile"):
         profile_config("fast")
+
+
+@pytest.mark.parametrize("rank", ["0", "1"])
+def test_only_rank_zero_writes_the_stage_reports(tmp_path, monkeypatch, rank):
+    import json
+
+    import train.trainer as trainer_module
+    from pipeline.train_stage import run_train_stage
+
+    summary = {"object_visits": {0: 2, 3: 1}, "steps": 4, "start_step": 0, "wall_s": 1.0,
+               "verify_s": 0.1, "rays_per_s": 50.0, "world": 2, "first": {"loss": 1.0},
+               "last": {"loss": 0.5}, "mean": {"loss": 0.7}}
+    monkeypatch.setattr(trainer_module, "train", lambda cfg, **kw: summary)
+    monkeypatch.setenv("RANK", rank)
+    cfg = build_train_config("chair", "effnet", "r", None, {"runs_dir": str(tmp_path / "runs")})
+    assert run_train_stage(cfg) is summary
+    metrics = tmp_path / "reports" / "train" / "r" / "metrics.json"
+    visits = tmp_path / "runs" / "r" / "object_visits.json"
+    if rank == "1":
+        assert not metrics.exists() and not visits.exists()
+    else:
+        m = json.loads(metrics.read_text())
+        assert m["ranks"] == 2 and m["loss_mean"] == {"loss": 0.7} and visits.is_file()

@@ -87,15 +87,15 @@ def test_overfit_one_object_drops_rgb_and_feature_loss(tiny_stores, tmp_path):
         summary = train(cfg, progress=False)
     finally:
         trainer_module.RayBatchDataset = original
-    hist = summary["history"]
+    first, recent = summary["first"], summary["recent"]
 
-    def mean(key, part):
-        return sum(h[key] for h in part) / len(part)
+    def mean(key, windows):  # the logged windows are step means; weight them by their steps
+        return sum(w[key] * w["steps"] for w in windows) / sum(w["steps"] for w in windows)
 
     # start: the first step (zero-initialised heads: the "predict nothing" loss); end: the mean
-    # of the last 20 steps (rays differ per step, so single steps are noisy)
-    rgb0, rgb1 = hist[0]["rgb_fine"], mean("rgb_fine", hist[-20:])
-    f0, f1 = hist[0]["feature_fine"], mean("feature_fine", hist[-20:])
+    # of the last two log windows, 19 steps (rays differ per step, so single steps are noisy)
+    rgb0, rgb1 = first["rgb_fine"], mean("rgb_fine", recent[-2:])
+    f0, f1 = first["feature_fine"], mean("feature_fine", recent[-2:])
     # measured on this CPU: rgb 0.105 -> 0.027 (3.9x), feature 0.34 -> 0.11 (3.1x)
     assert rgb1 < rgb0 / 3, (rgb0, rgb1)
     assert f1 < f0 / 2.5, (f0, f1)
@@ -110,3 +110,36 @@ def test_changed_config_is_stale_unless_restart(tiny_stores, tmp_path):
     assert summary["start_step"] == 0
     longer = small_config(tiny_stores, tmp_path, lr=1e-3, steps=4)  # schedule may grow
     assert train(longer, progress=False)["start_step"] == 3
+
+
+def test_loss_log_keeps_first_last_mean_and_a_bounded_ring():
+    from train.trainer import LossLog
+
+    log = LossLog(world=1, keep=3)
+    values = [float(v) for v in range(10)]
+    for i, v in enumerate(values):
+        log.add({"loss": torch.tensor(v), "rgb_fine": torch.tensor(2 * v)})
+        if i % 2 == 1 or i == 0:  # windows [0], [1], [2, 3], ... [8, 9]
+            window, rays = log.flush(i + 1, 10.0)
+    assert log.first == {"loss": 0.0, "rgb_fine": 0.0}
+    assert log.last == {"loss": 9.0, "rgb_fine": 18.0} and rays == 10.0
+    assert window == {"loss": 8.5, "rgb_fine": 17.0}
+    assert log.mean == {"loss": 4.5, "rgb_fine": 9.0}
+    assert [w["step"] for w in log.recent] == [6, 8, 10]  # bounded: the last 3 windows
+    assert all(w["steps"] == 2 for w in log.recent)
+
+
+def test_log_frequency_changes_no_value_and_first_last_are_exact_steps(tiny_stores, tmp_path):
+    """Losses stay on the device between log steps; the summary is the same whether every step
+    is logged or only the first and the last."""
+    every = train(small_config(tiny_stores, tmp_path / "a", steps=3, log_every=1), progress=False)
+    sparse = train(small_config(tiny_stores, tmp_path / "b", steps=3, log_every=100),
+                   progress=False)
+    assert "history" not in every and len(every["recent"]) == 3
+    assert [w["steps"] for w in sparse["recent"]] == [1, 2]  # step 1, then steps 2-3
+    assert every["first"] == sparse["first"] and every["last"] == sparse["last"]
+    last = {k: v for k, v in every["recent"][-1].items() if k not in ("step", "steps")}
+    assert every["last"] == last
+    for k, v in every["mean"].items():
+        assert v == pytest.approx(sparse["mean"][k], rel=1e-12)
+        assert v == pytest.approx(sum(w[k] for w in every["recent"]) / 3, rel=1e-12)

@@ -158,13 +158,25 @@ class RayBatchDataset(Dataset):
         return item
 
 
-def estimate_feature_scale(store: FeatureStore, objects: list[int], n_objects: int = 8) -> float:
-    """1 / RMS of the foreground (non-zero) teacher features of a few objects (all views)."""
+def estimate_feature_scale(store: FeatureStore, objects: list[int], n_objects: int = 4,
+                           n_views: int = 4, seed: int = 0) -> float:
+    """1 / RMS of the foreground (non-zero) teacher features of a fixed subsample.
+
+    ``n_objects`` of ``objects`` x ``n_views`` views each, chosen by a fixed seed (not the
+    training seed), read view by view in float32 (squares summed in float64). Deterministic:
+    every rank computes the same value from the same store (the trainer still broadcasts rank
+    0's). Cost: 16 feature maps, whatever the store size.
+    """
+    rng = np.random.default_rng([seed, 104_729])
+    picks = np.sort(rng.choice(len(objects), min(n_objects, len(objects)), replace=False))
+    total_views = int(store.feat.shape[1])
     sq, count = 0.0, 0
-    for obj in objects[:n_objects]:
-        feat = store.read(obj).astype(np.float64).reshape(-1, store.dim)
+    for pos in picks:
+        views = np.sort(rng.choice(total_views, min(n_views, total_views), replace=False))
+        feat = store.read_views(int(objects[pos]), views).astype(np.float32)
+        feat = feat.reshape(-1, feat.shape[-1])  # (V' h w, D)
         fg = feat[np.abs(feat).sum(axis=1) > 0]
-        sq += float((fg**2).sum())
+        sq += float(np.square(fg).sum(dtype=np.float64))
         count += fg.size
     return float(1.0 / np.sqrt(sq / count)) if sq > 0 else 1.0
 
@@ -234,16 +246,21 @@ def collate(items: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
     return {k: torch.stack([it[k] for it in items]) for k in items[0]}
 
 
-def make_loader(dataset: RayBatchDataset, sampler: StepSampler, num_workers: int):
-    """A DataLoader over whole-step batches (spawned workers, stores opened per worker)."""
+def make_loader(dataset: RayBatchDataset, sampler: StepSampler, num_workers: int,
+                pin_memory: bool = False, prefetch_factor: int = 4):
+    """A DataLoader over whole-step batches (spawned workers, stores opened per worker).
+
+    ``pin_memory``: page-locked batches for asynchronous host-to-GPU copies (the trainer turns
+    it on for CUDA). ``prefetch_factor``: steps each worker prepares ahead (workers > 0).
+    """
     kwargs = {}
     if num_workers > 0:
         kwargs = {"multiprocessing_context": "spawn", "persistent_workers": True,
-                  "prefetch_factor": 4}
+                  "prefetch_factor": prefetch_factor}
 
     return torch.utils.data.DataLoader(
         _StepDataset(dataset), batch_size=None, sampler=sampler, num_workers=num_workers,
-        **kwargs)
+        pin_memory=pin_memory and torch.cuda.is_available(), **kwargs)
 
 
 class _StepDataset(Dataset):

@@ -1,17 +1,23 @@
 """The FeatureNeRF training loop: caches in, self-contained checkpoints out.
 
-Resume is bit-identical: batches and ray samples derive from ``(seed, step)``, and a checkpoint
-holds model, optimizer, AMP scaler, step, RNG states, config and the teacher identity.
-Several GPUs: launch with ``torchrun --nproc_per_node N -m pipeline.cli train ...`` (DDP).
+Resume is bit-identical: batches and ray samples derive from ``(seed, step, rank)``, and a
+checkpoint holds model, optimizer, AMP scaler, step, RNG states, config and the teacher identity.
+Several GPUs: launch with ``torchrun --nproc_per_node N -m pipeline.cli train ...`` (DDP): rank
+0 alone writes files, every rank samples its own objects and rays, and the logged losses are
+reduced over the ranks at log steps only (no per-step host sync).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import os
 import random
 import sys
 import time
+from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -112,6 +118,8 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 @dataclass
 class DistInfo:
+    """This process's place in the torchrun job (``world == 1``: no process group)."""
+
     rank: int = 0
     world: int = 1
     local_rank: int = 0
@@ -122,17 +130,132 @@ class DistInfo:
 
 
 def init_distributed(device: torch.device) -> DistInfo:
-    """Join the torchrun process group when WORLD_SIZE > 1."""
+    """Join the torchrun process group when WORLD_SIZE > 1 (NCCL on CUDA, gloo on the CPU)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return DistInfo()
     import torch.distributed as dist
 
     local = int(os.environ.get("LOCAL_RANK", "0"))
-    dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     if device.type == "cuda":
         torch.cuda.set_device(local)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     return DistInfo(dist.get_rank(), world, local)
+
+
+def barrier(info: DistInfo) -> None:
+    """Wait for every rank (no-op in a single process)."""
+    if info.world <= 1:
+        return
+    import torch.distributed as dist
+
+    if dist.get_backend() == "nccl":
+        dist.barrier(device_ids=[info.local_rank])
+    else:
+        dist.barrier()
+
+
+def shutdown_distributed(ok: bool) -> None:
+    """Leave the process group: a final barrier after a clean run (not after an error, where
+    the other ranks may never reach it), then ``destroy_process_group``."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    try:
+        if ok and dist.get_backend() == "nccl":
+            dist.barrier(device_ids=[torch.cuda.current_device()])
+        elif ok:
+            dist.barrier()
+    finally:
+        dist.destroy_process_group()
+
+
+def sampling_seed(seed: int, step: int, rank: int = 0) -> int:
+    """Seed of the per-step ray-sampling generator (stratified jitter, importance ``u``, depth
+    noise). Rank 0 keeps the single-process seed; other ranks are offset by ``rank * 2**52``
+    (distinct for any seed below 4.5e9 and step below 1e6)."""
+    return seed * 1_000_003 + step + rank * (1 << 52)
+
+
+def param_digest(named: Iterable[tuple[str, Tensor]]) -> str:
+    """sha256 over ``(name, dtype, shape, bytes)`` of named tensors, in the given order."""
+    h = hashlib.sha256()
+    for name, t in named:
+        t = t.detach().cpu().contiguous()
+        h.update(f"{name}:{t.dtype}:{tuple(t.shape)};".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+#: set to a directory: every rank writes ``rank-<r>.json`` (step, parameter sha256) at the end
+PARAM_DUMP_ENV = "FNERF_DEBUG_PARAM_DUMP"
+
+
+class LossLog:
+    """Loss bookkeeping without per-step host syncs and with bounded memory.
+
+    :meth:`add` accumulates a step's detached 0-d loss tensors into a (K,) float64 window sum
+    on the device. :meth:`flush` (log steps only) reduces the window and the current step over
+    the ranks (mean; rays/s summed) in one ``all_reduce`` and converts once to floats. Kept:
+    ``first`` / ``last`` (the values of the first and the latest flushed step), ``mean`` (all
+    steps of this run) and ``recent`` (the last ``keep`` windows, each
+    ``{"step", "steps", **means}``).
+    """
+
+    def __init__(self, world: int = 1, keep: int = 100):
+        self.world, self.keys = world, []
+        self.first: dict[str, float] = {}
+        self.last: dict[str, float] = {}
+        self.recent: deque[dict[str, float]] = deque(maxlen=keep)
+        self._sum: Tensor | None = None
+        self._current: Tensor | None = None
+        self._n = 0
+        self._total: list[float] = []
+        self._total_n = 0
+
+    def add(self, terms: dict[str, Tensor]) -> None:
+        """Add one step's terms (same keys every step; 0-d tensors, no host sync)."""
+        if not self.keys:
+            self.keys = list(terms)
+        vec = torch.stack([terms[k].detach().reshape(()) for k in self.keys]).double()
+        self._current = vec
+        self._sum = vec.clone() if self._sum is None else self._sum + vec
+        self._n += 1
+
+    def flush(self, step: int, rays_s: float) -> tuple[dict[str, float], float]:
+        """Reduce and convert: ``(window means, rays/s summed over ranks)``; resets the window.
+        ``step`` is the 1-based step count the window ends at."""
+        if self._sum is None or self._current is None:
+            return {}, 0.0
+        k = len(self.keys)
+        packed = torch.cat([self._sum, self._current,
+                            torch.tensor([rays_s], dtype=torch.float64, device=self._sum.device)])
+        if self.world > 1:
+            import torch.distributed as dist
+
+            dist.all_reduce(packed)  # sum over ranks
+        vals = packed.tolist()  # the one host sync of a log step
+        window = {key: v / (self._n * self.world) for key, v in zip(self.keys, vals[:k],
+                                                                      strict=True)}
+        current = {key: v / self.world for key, v in zip(self.keys, vals[k:2 * k], strict=True)}
+        if not self.first:
+            self.first = current
+        self.last = current
+        sums = [v / self.world for v in vals[:k]]
+        self._total = sums if not self._total else [a + b for a, b in zip(self._total, sums,
+                                                                            strict=True)]
+        self._total_n += self._n
+        self.recent.append({"step": step, "steps": self._n, **window})
+        self._sum, self._n = None, 0
+        return window, vals[2 * k]
+
+    @property
+    def mean(self) -> dict[str, float]:
+        """Mean of every term over all flushed steps (all ranks)."""
+        return {k: v / self._total_n for k, v in zip(self.keys, self._total, strict=True)} \
+            if self._total_n else {}
 
 
 SCHEDULE_KEYS = ("steps", "ckpt_every", "log_every", "image_every", "keep_checkpoints", "device",
@@ -194,6 +317,10 @@ def train(cfg: TrainConfig, resume: bool = True, progress: bool = True,
     The run directory is locked (one writer). A run directory whose newest checkpoint was made
     with another configuration or on other inputs (render store, teacher features) is stale:
     an error (``if_stale="fail"``) or discarded and trained afresh (``"restart"``).
+
+    Under torchrun (WORLD_SIZE > 1) only rank 0 writes files (lock, config.yaml, init.ckpt,
+    checkpoints, TensorBoard); the ranks meet at a barrier after each write, and the process
+    group is destroyed on the way out (after a final barrier when the run succeeded).
     """
     from contextlib import ExitStack
 
@@ -202,17 +329,41 @@ def train(cfg: TrainConfig, resume: bool = True, progress: bool = True,
     with ExitStack() as stack:
         if int(os.environ.get("RANK", "0")) == 0:
             stack.enter_context(StoreLock(cfg.run_dir, stage="train"))
-        return _train(cfg, resume, progress, if_stale)
+        try:
+            summary = _train(cfg, resume, progress, if_stale)
+        except BaseException:
+            shutdown_distributed(ok=False)
+            raise
+        shutdown_distributed(ok=True)
+        return summary
 
 
-def _train(cfg: TrainConfig, resume: bool, progress: bool, if_stale: str) -> dict[str, Any]:
-    device = resolve_device(cfg.device)
-    dist_info = init_distributed(device)
-    if dist_info.world > 1 and device.type == "cuda":
-        device = torch.device("cuda", dist_info.local_rank)
-    torch.manual_seed(cfg.seed)
-    run_dir = cfg.run_dir
-    dataset = RayBatchDataset(cfg.data)
+def train_step(step_module: nn.Module, model: FeatureNeRF, optimizer: torch.optim.Optimizer,
+               scaler: torch.amp.GradScaler, batch: dict[str, Tensor], gen: torch.Generator,
+               cfg: TrainConfig, use_amp: bool) -> tuple[Tensor, dict[str, Tensor]]:
+    """One optimisation step on a device batch; returns the detached 0-d total loss and terms
+    (no host sync: convert them only when logging)."""
+    device_type = batch["origins"].device.type
+    with torch.autocast(device_type, dtype=torch.float16, enabled=use_amp):
+        outputs = step_module(batch, gen)
+        total, terms = featurenerf_loss(outputs, loss_targets(batch, cfg), cfg.loss)
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(total).backward()
+    scaler.unscale_(optimizer)
+    for p in model.parameters():  # official: NaN/Inf gradients are zeroed
+        if p.grad is not None:
+            torch.nan_to_num_(p.grad, nan=0.0, posinf=0.0, neginf=0.0)
+    if cfg.grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+    scaler.step(optimizer)
+    scaler.update()
+    return total.detach(), {k: v.detach() for k, v in terms.items()}
+
+
+def build_training(cfg: TrainConfig, dataset: RayBatchDataset, device: torch.device,
+                   dist_info: DistInfo) -> tuple[FeatureNeRF, nn.Module, torch.optim.Optimizer,
+                                                 torch.amp.GradScaler, bool]:
+    """Model, (DDP-wrapped) step module, Adam, AMP scaler and whether AMP is on."""
     if cfg.loss.feature != 0 and dataset.feature_dim == 0:
         raise ValueError("feature loss weight > 0 but no feature store given (--teacher)")
     cfg.model.d_feature = dataset.feature_dim if cfg.loss.feature != 0 else 0
@@ -224,8 +375,35 @@ def _train(cfg: TrainConfig, resume: bool, progress: bool, if_stale: str) -> dic
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     use_amp = cfg.amp and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    return model, step_module, optimizer, scaler, use_amp
+
+
+def _share_feature_scale(cfg: TrainConfig, dist_info: DistInfo, device: torch.device) -> None:
+    """Every rank uses rank 0's ``feature_scale`` (the estimate is deterministic; this guards
+    against platform-dependent float rounding on other nodes)."""
+    if dist_info.world <= 1 or cfg.data.feature_scale is None:
+        return
+    import torch.distributed as dist
+
+    t = torch.tensor([float(cfg.data.feature_scale)], dtype=torch.float64, device=device)
+    dist.broadcast(t, 0)
+    cfg.data.feature_scale = float(t.item())
+
+
+def _train(cfg: TrainConfig, resume: bool, progress: bool, if_stale: str) -> dict[str, Any]:
+    device = resolve_device(cfg.device)
+    dist_info = init_distributed(device)
+    if dist_info.world > 1 and device.type == "cuda":
+        device = torch.device("cuda", dist_info.local_rank)
+    torch.manual_seed(cfg.seed)
+    run_dir = cfg.run_dir
+    dataset = RayBatchDataset(cfg.data)
+    _share_feature_scale(cfg, dist_info, device)
+    model, step_module, optimizer, scaler, use_amp = build_training(cfg, dataset, device,
+                                                                    dist_info)
     start = 0
     existing = checkpoints(run_dir)
+    state, changed = None, []
     if resume and existing:
         state = load_checkpoint(existing[-1], device)
         changed = describe_config_changes(state["config"], cfg.to_dict())
@@ -234,17 +412,24 @@ def _train(cfg: TrainConfig, resume: bool, progress: bool, if_stale: str) -> dic
             raise ValueError(f"{run_dir}: its checkpoints were trained with another configuration "
                              f"or on other inputs ({'; '.join(changed)}); pass --if-stale restart "
                              "(or --no-resume) to train afresh, or use another --name")
-        if changed:
+    barrier(dist_info)  # every rank has read the checkpoint before rank 0 deletes or writes
+    if changed:
+        if dist_info.main:
             for old in existing:
-                old.unlink()
+                old.unlink(missing_ok=True)
             (run_dir / INIT_CKPT).unlink(missing_ok=True)
-            existing = []
-    if resume and existing:
+        state = None
+    if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scaler.load_state_dict(state["scaler"])
         set_rng_state(state["rng"])
         start = int(state["step"])
+        saved_world = int(state.get("world", 1))
+        if saved_world != dist_info.world and dist_info.main:
+            print(f"warning: {run_dir} was trained on {saved_world} rank(s), resumed on "
+                  f"{dist_info.world}: batches from step {start} on differ from an "
+                  "uninterrupted run", file=sys.stderr)
     if dist_info.main:
         run_dir.mkdir(parents=True, exist_ok=True)
         cfg.save_yaml(run_dir / "config.yaml")
@@ -254,75 +439,76 @@ def _train(cfg: TrainConfig, resume: bool, progress: bool, if_stale: str) -> dic
                 "format": "fnerf-pipeline/ckpt-v1", "teacher_identity": dataset.teacher_identity,
                 "render_fingerprint": dataset.render_fingerprint, "inputs": dataset.inputs,
                 "weights_source": model.weights_source})
+    barrier(dist_info)
     writer = _summary_writer(run_dir) if dist_info.main else None
     sampler = StepSampler(len(dataset), cfg.data, cfg.seed, start, cfg.steps,
                           dist_info.rank, dist_info.world)
     sampler_objects = dataset.objects
-    loader = make_loader(dataset, sampler, cfg.data.num_workers)
+    loader = make_loader(dataset, sampler, cfg.data.num_workers,
+                         pin_memory=device.type == "cuda")
     from tqdm import tqdm
 
     bar = tqdm(total=cfg.steps, initial=start, desc=f"train {cfg.name}", unit="step",
                disable=not (progress and dist_info.main), file=sys.stderr)
-    history: list[dict[str, float]] = []
-    rays_per_step = cfg.data.objects_per_step * cfg.data.rays_per_object * dist_info.world
+    log = LossLog(dist_info.world)
+    rays_per_rank_step = cfg.data.objects_per_step * cfg.data.rays_per_object
+    rays_s = 0.0
     t0, step = time.perf_counter(), start
     state_extra = {"teacher_identity": dataset.teacher_identity,
                    "render_fingerprint": dataset.render_fingerprint, "inputs": dataset.inputs,
                    "weights_source": model.weights_source,
-                   "object_indices": sampler_objects}
+                   "object_indices": sampler_objects, "world": dist_info.world}
     for step, batch in enumerate(loader, start=start):
         batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-        gen = torch.Generator(device=device).manual_seed(cfg.seed * 1_000_003 + step)
-        with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
-            outputs = step_module(batch, gen)
-            total, terms = featurenerf_loss(outputs, loss_targets(batch, cfg), cfg.loss)
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(total).backward()
-        scaler.unscale_(optimizer)
-        for p in model.parameters():  # official: NaN/Inf gradients are zeroed
-            if p.grad is not None:
-                torch.nan_to_num_(p.grad, nan=0.0, posinf=0.0, neginf=0.0)
-        if cfg.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        scaler.step(optimizer)
-        scaler.update()
-        record = {"loss": float(total.detach()), **{k: float(v.detach()) for k, v in terms.items()}}
-        history.append(record)
-        done_steps = step + 1 - start
-        rays_s = done_steps * rays_per_step / (time.perf_counter() - t0)
+        gen = torch.Generator(device=device).manual_seed(
+            sampling_seed(cfg.seed, step, dist_info.rank))
+        total, terms = train_step(step_module, model, optimizer, scaler, batch, gen, cfg,
+                                  use_amp)
+        log.add({"loss": total, **terms})
         bar.update(1)
-        bar.set_postfix(loss=f"{record['loss']:.4f}", rays_s=f"{rays_s:.0f}")
-        if writer is not None and (step % cfg.log_every == 0 or step + 1 == cfg.steps):
-            for k, v in record.items():
-                writer.add_scalar(f"loss/{k}", v, step + 1)
-            writer.add_scalar("perf/rays_per_s", rays_s, step + 1)
-            if "rgb_fine" in terms:
-                writer.add_scalar("psnr/train_fine", -10 * math.log10(max(terms["rgb_fine"].item(),
-                                                                            1e-10)), step + 1)
+        last_step = step + 1 == cfg.steps
+        if step % cfg.log_every == 0 or last_step or step == start:
+            local_rate = (step + 1 - start) * rays_per_rank_step / (time.perf_counter() - t0)
+            window, rays_s = log.flush(step + 1, local_rate)  # all ranks: a collective
+            bar.set_postfix(loss=f"{window['loss']:.4f}", rays_s=f"{rays_s:.0f}")
+            if writer is not None:
+                for k, v in window.items():
+                    writer.add_scalar(f"loss/{k}", v, step + 1)
+                writer.add_scalar("perf/rays_per_s", rays_s, step + 1)
+                if "rgb_fine" in window:
+                    writer.add_scalar("psnr/train_fine",
+                                      -10 * math.log10(max(window["rgb_fine"], 1e-10)), step + 1)
         if writer is not None and cfg.image_every and (step + 1) % cfg.image_every == 0:
             _log_images(writer, model, batch, cfg, step + 1)
-        if dist_info.main and (
-            (cfg.ckpt_every and (step + 1) % cfg.ckpt_every == 0) or step + 1 == cfg.steps
-        ):
-            _checkpoint(run_dir, step + 1, model, optimizer, scaler, cfg, state_extra)
+        if (cfg.ckpt_every and (step + 1) % cfg.ckpt_every == 0) or last_step:
+            if dist_info.main:
+                _checkpoint(run_dir, step + 1, model, optimizer, scaler, cfg, state_extra)
+            barrier(dist_info)
     bar.close()
     if writer is not None:
         writer.close()
     wall = time.perf_counter() - t0
-    n = max(1, len(history))
+    dump = os.environ.get(PARAM_DUMP_ENV)
+    if dump:  # debugging / tests: the parameters every rank ends with
+        Path(dump).mkdir(parents=True, exist_ok=True)
+        (Path(dump) / f"rank-{dist_info.rank}.json").write_text(json.dumps({
+            "step": step + 1 if cfg.steps > start else start, "world": dist_info.world,
+            "params_sha256": param_digest(model.named_parameters())}))
     visits = sampler.visit_counts(0, cfg.steps)  # the whole schedule, all ranks
+    ckpts = checkpoints(run_dir)
     return {
         "object_visits": dict(zip(map(int, sampler_objects), visits.tolist(), strict=True)),
         "steps": cfg.steps, "start_step": start, "wall_s": wall, "verify_s": dataset.verify_s,
-        "rays_per_s": (n * rays_per_step / wall) if history else 0.0,
-        "first": history[0] if history else {}, "last": history[-1] if history else {},
-        "history": history, "checkpoint": str(checkpoints(run_dir)[-1]) if
-        checkpoints(run_dir) else None,
+        "world": dist_info.world, "rank": dist_info.rank,
+        "rays_per_s": rays_s,  # all ranks summed, measured at the last step
+        "first": log.first, "last": log.last, "mean": log.mean, "recent": list(log.recent),
+        "checkpoint": str(ckpts[-1]) if ckpts else None,
     }
 
 
 def _checkpoint(run_dir: Path, step: int, model: FeatureNeRF, optimizer, scaler,
                 cfg: TrainConfig, extra: dict) -> None:
+    """Rank 0 only: write ``step-XXXXXXX.ckpt`` atomically, keep the newest ``keep``."""
     state = {"step": step, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
              "scaler": scaler.state_dict(), "rng": rng_state(), "config": cfg.to_dict(),
              "format": "fnerf-pipeline/ckpt-v1", **extra}
@@ -334,7 +520,7 @@ def _checkpoint(run_dir: Path, step: int, model: FeatureNeRF, optimizer, scaler,
 def _summary_writer(run_dir: Path):
     try:
         from torch.utils.tensorboard import SummaryWriter
-    except ImportError:  # tensorboard not installed: scalars are still in the history
+    except ImportError:  # tensorboard not installed: the summary still has the losses
         return None
     return SummaryWriter(str(run_dir / "tb"))
 

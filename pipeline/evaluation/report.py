@@ -18,7 +18,7 @@ import numpy as np
 
 from cache.render_store import RenderStore
 from pipeline.evaluation.tasks import NvsResult, TaskResult
-from pipeline.report import HtmlReport, colorize_labels, draw_points, palette
+from pipeline.report import HtmlReport, colorize_labels, draw_points, legend_html, palette
 
 TASK_TITLES = {
     "cross_instance": "2D cross-instance (keypoints and parts)",
@@ -85,7 +85,24 @@ def _project(xyz: np.ndarray, K: np.ndarray, c2w: np.ndarray) -> np.ndarray:
     return uvw[:, :2] / np.where(np.abs(uvw[:, 2:]) < 1e-9, 1e-9, uvw[:, 2:])
 
 
-def add_2d_pair(report: HtmlReport, visual: dict[str, Any], n_parts: int) -> None:
+PAIR_SCORE_NOTE = ("Pair score = the mean of the pair's PCK@5 and part mIoU for the first "
+                   "method (how the pictured pairs are ranked, worst first). Markers: "
+                   "keypoints, one colour per keypoint and the same colour in source and "
+                   "target; a line joins each transferred keypoint to its ground truth. Part "
+                   "colours: the part legend above; black = background.")
+
+
+def pair_title(pair: dict[str, Any], object_ids: list[str], category: str) -> str:
+    """``chair 1a2b -> chair 3c4d, view 45`` for a pair's fields (cross-view: one object)."""
+    if "obj" in pair:
+        return (f"{category} {object_ids[pair['obj']]}: view {pair['src_view']} -> view "
+                f"{pair['trg_view']}")
+    views = (f"view {pair['view']}" if "view" in pair
+             else f"view {pair['src_view']} -> view {pair['trg_view']}")
+    return f"{category} {object_ids[pair['src']]} -> {category} {object_ids[pair['trg']]}, {views}"
+
+
+def add_2d_pair(report: HtmlReport, visual: dict[str, Any], n_parts: int, title: str) -> None:
     """Source with its keypoints, the target per method with predictions (lines to GT) and the
     part maps (GT source, GT target, transferred per method)."""
     src, trg, counted = visual["src"], visual["trg"], visual["counted"]
@@ -94,7 +111,7 @@ def add_2d_pair(report: HtmlReport, visual: dict[str, Any], n_parts: int) -> Non
     colors = _kp_colors(len(counted))
     idx = np.flatnonzero(counted & np.isfinite(
         np.stack([m["pred_kp"][:, 0] for m in visual["methods"].values()])).all(axis=0))
-    report.paragraph(f"pair {visual['pair']}: primary score {_fmt(visual['score'])} "
+    report.paragraph(f"{title}: pair score {_fmt(visual['score'])} "
                      f"({len(idx)} keypoints counted)")
     report.image(draw_points(src.rgb, src.kp2d[idx], colors[idx], s), "source + keypoints")
     for method, m in visual["methods"].items():
@@ -112,7 +129,7 @@ def add_2d_pair(report: HtmlReport, visual: dict[str, Any], n_parts: int) -> Non
 
 
 def add_3d_pair(report: HtmlReport, visual: dict[str, Any], store: RenderStore,
-                n_parts: int) -> None:
+                n_parts: int, title: str) -> None:
     """Target points projected into the pair's view: GT labels, transferred labels per method,
     and predicted keypoints with lines to the GT ones."""
     p = visual["pair"]
@@ -122,7 +139,7 @@ def add_3d_pair(report: HtmlReport, visual: dict[str, Any], store: RenderStore,
     s = _scale(rgb.shape[0])
     uv = _project(trg["points"], K, c2w)
     pal = palette(max(n_parts, 1))
-    report.paragraph(f"pair {p}: primary score {_fmt(visual['score'])}")
+    report.paragraph(f"{title}: pair score {_fmt(visual['score'])}")
 
     def labelled(labels: np.ndarray) -> np.ndarray:
         ok = labels >= 0
@@ -228,6 +245,9 @@ def write_evaluate_report(
         report.paragraph(f"Skipped {name}: {reason}", css="bad")
     for note in summary["notes"]:
         report.paragraph(f"Note: {note}", css="bad")
+    part_names = list(store.attrs.get("part_names", [])) or [str(i) for i in range(n_parts)]
+    report.raw(legend_html(part_names, palette(max(n_parts, 1))[: len(part_names)],
+                           "part colours (all pictures below)"))
     curves = pck_curves(results, cfg.category)
     if curves is not None:
         report.heading("PCK vs threshold")
@@ -236,11 +256,13 @@ def write_evaluate_report(
         if not res.visuals:
             continue
         report.heading(f"{TASK_TITLES[task]}: worst pairs of {res.methods[0]} first")
+        report.paragraph(PAIR_SCORE_NOTE)
         for visual in res.visuals:
+            title = pair_title(visual["pair"], store.object_ids, cfg.category)
             if task == "3d":
-                add_3d_pair(report, visual, store, n_parts)
+                add_3d_pair(report, visual, store, n_parts, title)
             else:
-                add_2d_pair(report, visual, n_parts)
+                add_2d_pair(report, visual, n_parts, title)
     if nvs is not None and nvs.visuals:
         report.heading("Novel views from one input image (RGB and internal-feature PCA)")
         add_nvs(report, nvs, store)

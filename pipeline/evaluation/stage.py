@@ -37,6 +37,7 @@ from typing import Any
 
 import numpy as np
 
+from cache import zarr_io
 from cache.feature_store import FeatureStore
 from cache.render_store import RenderStore
 from cache.zarr_io import StaleStoreError, StoreError
@@ -270,6 +271,22 @@ def build_methods(cfg: EvaluateConfig, store: RenderStore, device: str) -> Metho
     return Methods(sources, renderers, teacher, skipped, notes, stale)
 
 
+def tasks_without_annotations(store: RenderStore) -> dict[str, str]:
+    """Tasks the store cannot score, with the reason (imported sources such as SRN or
+    NeRF-synthetic carry no part labels or keypoints; rendered stores carry everything)."""
+    present = store.attrs.get("annotations_present")
+    if not present:
+        return {}
+    out = {}
+    if not present.get("parts") and not present.get("keypoints"):
+        why = "this source has no part labels or keypoints (only novel views can be scored)"
+        out.update({task: why for task in PAIR_TASKS})
+        out["3d"] = why
+    elif not present.get("points"):
+        out["3d"] = "this source has no labelled surface points"
+    return out
+
+
 def report_stale(stale: list[str], allow: bool) -> None:
     """Stale inputs: an error before any computation, or (``allow``) a warning on stderr."""
     import sys
@@ -314,7 +331,7 @@ def stale_teacher(student: NerfRenderer, features: FeatureStore) -> list[str]:
 def open_teacher_store(cfg: EvaluateConfig, store: RenderStore, stale: list[str]) -> FeatureStore:
     """The teacher feature store, verified on the test objects. Missing or damaged: an error;
     stale (other renders): an error unless ``allow_stale`` (then noted in ``stale``)."""
-    if not Path(cfg.features).exists():
+    if not zarr_io.exists(cfg.features):
         raise StoreError(f"--features {cfg.features}: no feature store there (needed for the "
                          "teacher_2d baseline); run `fnerf-pipeline distill-cache`, or pass "
                          "--features '' to evaluate without that baseline")
@@ -362,8 +379,11 @@ def _add_controls(cfg: EvaluateConfig, store: RenderStore, kw: dict[str, Any],
         else:
             skipped["untrained_internal"] = (f"{init} is missing (runs trained before the "
                                              "step-0 control existed); retrain to get it")
-    if "coord_depth" in want:
+    present = store.attrs.get("annotations_present") or {}
+    if "coord_depth" in want and present.get("depth", True):
         sources.append(RenderedCoordinateSource(student))
+    elif "coord_depth" in want:
+        skipped["coord_depth"] = "the render store has no depth (an imported source)"
     if "pixel_xy" in want:
         sources.append(PixelPositionSource(store))
     if "pixel_bbox_xy" in want:
@@ -472,8 +492,12 @@ def run_evaluate_stage(cfg: EvaluateConfig) -> dict[str, Any]:
     px = scaled_thresholds(store.image_size)
     results: dict[str, TaskResult] = {}
     task_time: dict[str, float] = {}
-    for task, attr in PAIR_TASKS.items():
+    absent = tasks_without_annotations(store)
+    for task, reason in absent.items():
         if task in cfg.tasks:
+            print(f"note: skipped {task}: {reason}", file=sys.stderr)
+    for task, attr in PAIR_TASKS.items():
+        if task in cfg.tasks and task not in absent:
             t0 = time.perf_counter()
             # pairs grouped by their source map, so a map shared by pairs is still cached
             task_pairs = sorted(getattr(pairs, attr), key=source_key)
@@ -482,7 +506,7 @@ def run_evaluate_stage(cfg: EvaluateConfig) -> dict[str, Any]:
                                         n_visual=cfg.n_visual, progress=log,
                                         protocols=cfg.protocols)
             task_time[task] = time.perf_counter() - t0
-    if "3d" in cfg.tasks:
+    if "3d" in cfg.tasks and "3d" not in absent:
         t0 = time.perf_counter()
         results["3d"] = run_3d_task(pairs.cross_instance, store, methods.sources,
                                     n_visual=cfg.n_visual, progress=log,
@@ -515,6 +539,8 @@ def run_evaluate_stage(cfg: EvaluateConfig) -> dict[str, Any]:
         metrics[f"{cfg.category}.headline_protocol"] = protocols[0]
     out = Path(cfg.report_dir)
     write_json(out / "metrics.json", metrics)
+    for name, metric in stats.DVC_HEADLINE.items():  # the short files `dvc metrics show` reads
+        write_json(out / f"{name}.json", stats.dvc_headline(headline[0], metric))
     for name, rows in plot_rows(results, cfg.category).items():
         write_json(out / "plots" / f"{name}.json", rows)
     write_json(out / "pairs.json", pairs.to_dict(store.object_ids))
@@ -526,7 +552,8 @@ def run_evaluate_stage(cfg: EvaluateConfig) -> dict[str, Any]:
         "config": asdict(cfg),
         "methods": [{"name": s.name, "kind": s.kind} for s in methods.sources],
         "skipped": {**methods.skipped, **({f"nvs.{k}": v for k, v in nvs.skipped.items()}
-                                          if nvs else {})},
+                                          if nvs else {}),
+                    **{f"task {t}": r for t, r in absent.items() if t in cfg.tasks}},
         "notes": methods.notes + ([pairs.note] if pairs.note else []),
         "stale": methods.stale,
         "pairs": {"source": pairs.source, "dropped": pairs.dropped,
@@ -583,16 +610,20 @@ def _swap_example(renderer: NerfRenderer, store: RenderStore, pairs: PairSet) ->
 
 
 def _logger(enabled: bool):
+    """Progress bars on stderr, one per task (rate and ETA), for :data:`tasks.Progress`."""
     if not enabled:
         return None
-    import sys
+    from tqdm import tqdm
 
-    state = {"t": 0.0}
+    bars: dict[str, tqdm] = {}
 
-    def log(msg: str) -> None:
-        now = time.perf_counter()
-        if now - state["t"] > 5.0:
-            print(f"[evaluate] {msg}", file=sys.stderr, flush=True)
-            state["t"] = now
+    def log(label: str, done: int, total: int) -> None:
+        if label not in bars:
+            bars[label] = tqdm(total=total, desc=f"evaluate {label}", unit="it",
+                               file=sys.stderr, dynamic_ncols=True, mininterval=1.0)
+        bar = bars[label]
+        bar.update(done - bar.n)
+        if done >= total:
+            bar.close()
 
     return log

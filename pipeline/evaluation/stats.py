@@ -197,6 +197,9 @@ def paired_difference(
     out["mean_a"] = float(av[both].mean()) if both.any() else None
     out["mean_b"] = float(bv[both].mean()) if both.any() else None
     out["verdict"] = verdict(out["ci_lo"], out["ci_hi"], out["n_pairs"], *names)
+    if out.get("few"):  # an interval on a handful of pairs or objects supports no claim
+        out["verdict"] = (f"too few to claim ({out['n_pairs']} pairs, {out.get('n_objects')} "
+                          "objects)")
     return out
 
 
@@ -340,6 +343,24 @@ def metric_key(task: str, metric: str, threshold: float | None) -> str:
     if METRIC_INDEX[metric] is None:
         return f"{group}.part{dim}.miou"
     return f"{group}.kp{dim}.pck@{threshold:g}"
+
+
+#: the files ``dvc metrics show`` reads: name -> headline metric (the headline task's claims)
+DVC_HEADLINE = {"kp_pck5": "kp PCK@5", "part_miou": "part mIoU"}
+
+
+def dvc_headline(table: Mapping[str, Any], metric: str) -> dict[str, float | None]:
+    """student minus teacher_2d and minus pixelNeRF, with 95% interval bounds, on the headline
+    (first) task: six short keys, so ``dvc metrics show`` stays within 120 columns."""
+    task = table["tasks"][0] if table["tasks"] else None
+    cell = table["metrics"].get(metric, {}).get(task, {})
+    out: dict[str, float | None] = {}
+    for kind, short in (("teacher_2d", "teacher"), ("pixelnerf_internal", "pixelnerf")):
+        claim = next((c for c in cell.get("claims", []) if c["kind"] == kind), None)
+        for suffix, key in (("", "mean"), ("_lo", "ci_lo"), ("_hi", "ci_hi")):
+            value = _finite_or_none(claim[key]) if claim else None
+            out[short + suffix] = None if value is None else round(float(value), 4)
+    return out
 
 
 def flat_keys(table: Mapping[str, Any], category: str,

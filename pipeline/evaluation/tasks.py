@@ -36,7 +36,8 @@ from pipeline.evaluation import metrics as M
 from pipeline.evaluation.features import FeatureSource, NerfRenderer, TeacherSource
 from pipeline.evaluation.pairs import CrossInstancePair, CrossInstanceViewPair, CrossViewPair
 
-Progress = Callable[[str], None]
+#: progress(label, done, total): called after each unit of work of a task
+Progress = Callable[[str, int, int], None]
 #: optional render-store array (N, K, 3) of annotation keypoint candidates (official 3D kp)
 KP_CANDIDATES = "kp_candidates"
 #: default protocols of the task functions, primary first (see ``run_2d_task``)
@@ -242,7 +243,7 @@ def run_2d_task(
         visual["score"] = primary
         worst.push(primary, visual)
         if progress:
-            progress(f"{task} pair {i + 1}/{len(pairs)}")
+            progress(f"{task} pairs", i + 1, len(pairs))
     res.visuals = worst.items()
     return res
 
@@ -314,7 +315,7 @@ def run_3d_task(
         visual["score"] = primary
         worst.push(primary, visual)
         if progress:
-            progress(f"3d pair {i + 1}/{len(pairs)}")
+            progress("3d pairs", i + 1, len(pairs))
     res.visuals = worst.items()
     return res
 
@@ -405,6 +406,7 @@ def run_nvs(
     score_lpips, reason = lpips_scorer(lpips_device)
     if score_lpips is None:
         res.skipped["lpips"] = reason
+    total, done = len(objects) * len(renderers) * len(views), 0
     for obj in objects:
         gts = {v: store.read("rgb", (obj, v)).astype(np.float32) / 255.0 for v in views}
         visual: dict[str, Any] = {"object": obj, "input_view": input_view, "views": list(views),
@@ -423,11 +425,12 @@ def run_nvs(
                 res.rows.append(row)
                 rgbs.append((pred * 255).round().astype(np.uint8))
                 internals.append(np.where(r["opacity"][..., None] >= 0.5, r["internal"], 0.0))
+                done += 1
+                if progress:
+                    progress("nvs views", done, total)
             visual["methods"][name] = {"rgb": rgbs, "pca": list(pca_rgb(np.stack(internals))),
                                        "psnr": [r["psnr"] for r in res.rows[-len(views):]]}
         if teacher is not None:
             visual["teacher_pca"] = list(pca_rgb(np.stack([teacher.raw(obj, v) for v in views])))
         res.visuals.append(visual)
-        if progress:
-            progress(f"nvs object {obj}")
     return res
