@@ -97,11 +97,17 @@ def main(online: bool | None) -> None:
 )
 @click.option(
     "--source",
-    type=click.Choice(["procedural", "shapenet"]),
+    type=click.Choice(["procedural", "shapenet", "meshes"]),
     default="procedural",
     show_default=True,
-    help="procedural: the embedded part-annotated shape families; shapenet: ShapeNetCore",
+    help="procedural: the embedded part-annotated shape families; shapenet: ShapeNetCore; "
+         "meshes: any folder of OBJ/GLB/glTF/PLY/OFF files (--mesh-root; free --category)",
 )
+@click.option("--mesh-root", type=click.Path(),
+              help="--source meshes: the folder (optional <name>.labels.npy, parts.yaml, "
+                   "<name>.keypoints.json sidecars, splits.json)")
+@click.option("--mesh-up", default="+y", show_default=True,
+              help="--source meshes: the files' up axis (+z for most scans)")
 @click.option(
     "--objects",
     type=int,
@@ -180,7 +186,7 @@ def render(split_fractions: str, annotations: str, **kwargs: Any) -> None:
     kwargs["annotations"] = tuple(a.strip() for a in annotations.split(",") if a.strip())
     kwargs["if_stale"] = if_stale_value(kwargs["if_stale"])
     for key in ("shapenet_root", "split_file", "keypointnet_root", "shapenet_part_root",
-                "partnet_root"):  # "" (from params.yaml) means not given
+                "partnet_root", "mesh_root"):  # "" (from params.yaml) means not given
         kwargs[key] = kwargs.get(key) or None
     fractions = tuple(float(x) for x in split_fractions.split(","))
     if len(fractions) != 3:

@@ -68,10 +68,12 @@ class RenderStageConfig:
     shapenet_part_root: str | None = None
     partnet_root: str | None = None
     partnet_level: int = 1
+    mesh_root: str | None = None  # source "meshes": a folder of OBJ/GLB/glTF/PLY/OFF files
+    mesh_up: str = "+y"  # source "meshes": their up axis (+z for most scans)
     rig: CameraRig = field(default_factory=CameraRig)
 
     def __post_init__(self) -> None:
-        self.category = resolve_category(self.category).name
+        self.category = stage_category(self.category, self.source).name
         self.rig = CameraRig(**{**asdict(self.rig), "image_size": self.size, "n_views": self.views})
         if self.out is None:
             suffix = "" if self.source == "procedural" else f"-{self.source}"
@@ -99,8 +101,11 @@ class RenderStageConfig:
         check_image_size("--size", self.size)
         check_range("--points", self.n_points, 1)
         check_range("--workers", self.workers, 1, 256)
-        if self.source not in ("procedural", "shapenet"):
-            raise PreflightError(f"--source {self.source}: choose procedural or shapenet")
+        if self.source not in ("procedural", "shapenet", "meshes"):
+            raise PreflightError(f"--source {self.source}: choose procedural, shapenet or meshes")
+        if self.source == "meshes" and not self.mesh_root:
+            raise PreflightError("--source meshes needs --mesh-root DIR (a folder of OBJ, GLB, "
+                                 "glTF, PLY or OFF files)")
         fractions = self.split_fractions
         if len(fractions) != 3 or min(fractions) < 0 or sum(fractions) <= 0:
             raise PreflightError(f"--split-fractions {fractions}: three numbers >= 0 "
@@ -120,6 +125,8 @@ class RenderStageConfig:
             "pipeline_version": PIPELINE_VERSION,
             "annotations": list(self.annotations),
             "annotation_roots": self.annotation_roots() if self.annotations else {},
+            **({"mesh_root": self.mesh_root, "mesh_up": self.mesh_up}
+               if self.source == "meshes" else {}),
         }
 
     def annotation_roots(self) -> dict:
@@ -138,6 +145,7 @@ class PlannedObjects:
     splits: list[str]
     seeds: list[int]
     errors: dict[str, str]  # object id -> reason, found while planning (missing models...)
+    paths: dict[str, str] = field(default_factory=dict)  # source "meshes": id -> mesh file
 
 
 def split_assignment(n: int, fractions: tuple[float, float, float], seed: int) -> list[str]:
@@ -159,8 +167,40 @@ def warn_small_test_split(n: int, fractions: tuple[float, float, float], seed: i
               f"least 2 test objects: use --objects {need} or more", file=sys.stderr)
 
 
+def stage_category(name: str, source: str):
+    """The category of a run: a known one, or (``meshes``) a free name without part tables."""
+    from renderers.categories import Category
+
+    try:
+        return resolve_category(name)
+    except KeyError:
+        if source != "meshes":
+            raise
+        return Category(name.strip().lower(), "", (), ())
+
+
+def mesh_part_names(root: str | None, category) -> tuple[str, ...]:
+    """Part names of a mesh folder: the keys of its ``parts.yaml``, else the category's."""
+    import yaml
+
+    f = Path(root or "") / "parts.yaml"
+    if root and f.is_file():
+        data = yaml.safe_load(f.read_text()) or {}
+        return tuple(str(k) for k in data)
+    return tuple(category.part_names)
+
+
 def plan_objects(cfg: RenderStageConfig) -> PlannedObjects:
     """Choose the objects to render and their splits."""
+    if cfg.source == "meshes":
+        from renderers.mesh_folder import list_meshes, mesh_splits
+
+        meshes = list_meshes(cfg.mesh_root)[: cfg.objects]
+        ids = [oid for oid, _ in meshes]
+        splits = mesh_splits(cfg.mesh_root, ids)
+        plan = PlannedObjects(ids, [splits[i] for i in ids], [0] * len(ids), {})
+        plan.paths = {oid: str(path) for oid, path in meshes}
+        return plan
     if cfg.source == "procedural":
         seeds = [cfg.seed * 100_000 + i for i in range(cfg.objects)]
         ids = [f"proc-{cfg.category}-{s:06d}" for s in seeds]
@@ -302,7 +342,11 @@ def run_render_stage(cfg: RenderStageConfig) -> RenderStageResult:
     """
     from cache.store_lock import StoreLock
 
-    category = resolve_category(cfg.category)
+    category = stage_category(cfg.category, cfg.source)
+    if cfg.source == "meshes":
+        from dataclasses import replace
+
+        category = replace(category, part_names=mesh_part_names(cfg.mesh_root, category))
     t_start = time.perf_counter()
     preflight(cfg)
     plan = plan_objects(cfg)
@@ -365,6 +409,8 @@ def _render_locked(cfg: RenderStageConfig, category, plan: PlannedObjects, n_kp:
             shapenet_root=cfg.shapenet_root,
             synset=category.synset,
             part_names=tuple(category.part_names),
+            mesh_path=plan.paths.get(oid),
+            mesh_up=cfg.mesh_up,
             annotations={"sets": list(cfg.annotations), "roots": cfg.annotation_roots()}
             if cfg.annotations
             else None,
@@ -455,18 +501,32 @@ def write_render_report(
     """
     import html
 
-    from pipeline.report import png_data_uri
+    from pipeline.report import depth_legend_html, legend_html, png_data_uri
 
     report = HtmlReport(f"Render report: {cfg.category} ({cfg.source}, {cfg.renderer})")
     store = RenderStore(cfg.out, allow_incomplete=True)
+    splits = store.splits
+    done = store.valid_indices()
+    counts = ", ".join(f"{splits.count(s)} {s}" for s in ("train", "val", "test"))
+    report.paragraph(f"{len(done)} of {store.n_objects} objects rendered ({counts}), "
+                     f"{store.n_views} views at {store.image_size}x{store.image_size}; "
+                     f"{len(failures)} failed; {metrics.get('views_per_s', 0):.1f} views/s.",
+                     css="bad" if failures or len(done) < store.n_objects else "")
     if failures:
         report.heading(f"Failures ({len(failures)})")
         report.table(["object", "reason"], [[k, v] for k, v in failures.items()])
-    report.heading("Contact sheet: RGB | depth | part labels | keypoints (visible)")
     part_names = store.attrs.get("part_names", [])
     kp_names = store.attrs.get("keypoint_names", [])
     kp_colors = palette(max(len(kp_names), 1), seed=3)
-    picks = store.valid_indices()[:n_objects]
+    picks = done[:n_objects]
+    report.heading(f"Contact sheet: RGB | depth | part labels | keypoints (visible): {len(picks)} "
+                   f"of {len(done)} objects, {n_views} of {store.n_views} views each")
+    report.raw(depth_legend_html())
+    if part_names:
+        report.raw(legend_html(list(part_names), palette(max(len(part_names), 1)),
+                               "part colours (black = background or unlabelled)"))
+    if kp_names:
+        report.raw(legend_html(list(kp_names), kp_colors, "keypoint markers"))
     for i in picks:
         views = np.linspace(0, store.n_views - 1, n_views).astype(int)
         for v in views:
@@ -490,11 +550,6 @@ def write_render_report(
             report.raw(f'<div class="fig"><img src="{png_data_uri(row)}" '
                        f'width="{2 * row.shape[1]}" height="{2 * row.shape[0]}">'
                        f'<div class="cap">{caption}</div></div>')
-    if part_names:
-        swatches = colorize_labels(
-            np.arange(len(part_names))[None].repeat(12, 0).repeat(24, 1), len(part_names)
-        )
-        report.image(swatches, "part colours: " + ", ".join(part_names))
     alignment = store.attrs.get("alignment") or {}
     if alignment:
         report.heading("Annotation alignment per model (chamfer in unit-diagonal units)")
@@ -510,7 +565,6 @@ def write_render_report(
     rows = [[k, v] for k, v in metrics.items() if not isinstance(v, dict)]
     rows += [[f"time share: {k}", v] for k, v in metrics.get("time_share", {}).items()]
     report.table(["metric", "value"], rows)
-    splits = store.splits
     report.table(["split", "objects"], [[s, splits.count(s)] for s in ("train", "val", "test")])
     report.heading("Store")
     report.table(

@@ -57,6 +57,8 @@ class RenderJob:
     # {"sets": ["keypointnet", ...], "roots": AnnotationSources kwargs}; None = no annotations
     annotations: dict | None = None
     part_names: tuple[str, ...] = ()  # the store's label table (annotated labels map onto it)
+    mesh_path: str | None = None  # source "meshes": the mesh file
+    mesh_up: str = "+y"  # source "meshes": the file's up axis
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -95,7 +97,13 @@ def load_asset(job: RenderJob) -> ShapeAsset:
         if job.annotations:
             asset = annotate(asset, job)
         return asset
-    raise AssetError(f"{job.object_id}: unknown source {job.source!r} (procedural | shapenet)")
+    if job.source == "meshes":
+        from renderers.mesh_folder import load_mesh_asset
+
+        return load_mesh_asset(job.mesh_path, job.category, job.object_id, up=job.mesh_up,
+                               part_names=list(job.part_names) or None)
+    raise AssetError(f"{job.object_id}: unknown source {job.source!r} "
+                     "(procedural | shapenet | meshes)")
 
 
 def annotate(asset: ShapeAsset, job: RenderJob) -> ShapeAsset:

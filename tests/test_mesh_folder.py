@@ -232,3 +232,26 @@ def test_broken_inputs(tmp_path: Path) -> None:
         load_mesh_asset(tmp_path / "nope.obj", "x")
     with pytest.raises(AssetError, match="up must be one of"):
         load_mesh_asset(path, "x", up="up")
+
+
+def test_render_stage_renders_a_mesh_folder_with_a_free_category(tmp_path):
+    """`render --source meshes` through the real CLI: every file becomes one object."""
+    from click.testing import CliRunner
+
+    from cache.render_store import RenderStore
+    from pipeline.cli import main
+
+    root = tmp_path / "meshes"
+    root.mkdir()
+    for i in range(3):
+        box = trimesh.creation.box((0.5 + 0.1 * i, 0.3, 0.4))
+        box.export(root / f"thing{i}.{'glb' if i % 2 else 'obj'}")
+    out = tmp_path / "mugs.zarr"
+    result = CliRunner().invoke(main, [
+        "render", "--source", "meshes", "--mesh-root", str(root), "--category", "mug",
+        "--objects", "3", "--views", "4", "--size", "32", "--points", "64", "--renderer",
+        "raycast", "--out", str(out), "--report-dir", str(tmp_path / "rep")])
+    assert result.exit_code == 0, result.output
+    store = RenderStore(out)
+    assert store.object_ids == ["thing0", "thing1", "thing2"] and store.attrs["category"] == "mug"
+    assert (store.read("alpha", 0) > 0).any()
