@@ -49,13 +49,16 @@ def bench_config(profile: str, renders: Path, feats: Path, runs: Path):
 
 
 def loader_supply(cfg, workers: int, prefetch: int, n: int, pin: bool) -> float:
-    """Batches per second of the loader alone (the first 2 excluded: worker start-up)."""
+    """Batches per second of the loader alone. Excluded: the first 2 (worker start-up) and the
+    ``workers * prefetch`` the workers made ahead meanwhile."""
     from train.data import RayBatchDataset, StepSampler, make_loader
 
     ds = RayBatchDataset(cfg.data)
-    it = iter(make_loader(ds, StepSampler(len(ds), cfg.data, 0, 0, n + 2), workers,
+    skip = 2 + workers * prefetch
+    it = iter(make_loader(ds, StepSampler(len(ds), cfg.data, 0, 0, n + skip), workers,
                           pin_memory=pin, prefetch_factor=prefetch))
-    next(it), next(it)
+    for _ in range(skip):
+        next(it)
     t0 = time.perf_counter()
     for _ in range(n):
         next(it)
@@ -64,9 +67,11 @@ def loader_supply(cfg, workers: int, prefetch: int, n: int, pin: bool) -> float:
     return rate
 
 
-def trainer_demand(cfg, steps: int, workers: int | None = None) -> tuple[float, float]:
+def trainer_demand(cfg, steps: int, workers: int | None = None,
+                   prefetch: int = 4) -> tuple[float, float]:
     """``(steps/s, MLP evaluations per ray)`` of the training step. ``workers=None``: on 4
-    pre-loaded batches (demand alone); else fed by a loader with that many workers."""
+    pre-loaded batches (demand alone); else fed by a loader with that many workers (the first
+    ``2 + workers * prefetch`` steps excluded: start-up and the batches made meanwhile)."""
     import torch
 
     from train.data import RayBatchDataset, StepSampler, make_loader
@@ -82,9 +87,10 @@ def trainer_demand(cfg, steps: int, workers: int | None = None) -> tuple[float, 
         evals[0] += args[0].shape[0] * args[0].shape[1]
 
     hook = model.register_forward_pre_hook(count)
-    n_batches = steps + 2
+    skip = 2 + (workers or 0) * prefetch
+    n_batches = steps + skip
     loader = make_loader(ds, StepSampler(len(ds), cfg.data, 0, 0, n_batches),
-                         workers or 0, pin_memory=False)
+                         workers or 0, pin_memory=False, prefetch_factor=prefetch)
     if workers is None:
         pre = [b for _, b in zip(range(4), loader, strict=False)]
         batches = (pre[i % len(pre)] for i in range(n_batches))
@@ -92,7 +98,7 @@ def trainer_demand(cfg, steps: int, workers: int | None = None) -> tuple[float, 
         batches = iter(loader)
     t0 = time.perf_counter()
     for step, batch in enumerate(batches):
-        if step == 2:  # warm-up (allocations, worker start-up) excluded
+        if step == skip:  # warm-up (allocations, worker start-up) excluded
             t0 = time.perf_counter()
         gen = torch.Generator().manual_seed(sampling_seed(cfg.seed, step))
         total, _ = train_step(step_module, model, optimizer, scaler, batch, gen, cfg, use_amp)

@@ -173,5 +173,10 @@ def run_train_stage(cfg, resume: bool = True, if_stale: str = "fail") -> dict[st
         "deviations_from_official": len(cfg.deviations),
     }
     write_json(cfg.run_dir / "object_visits.json", {"store_index_to_visits": visits})
-    write_json(Path(cfg.runs_dir).parent / "reports" / "train" / cfg.name / "metrics.json", metrics)
+    report_dir = Path(cfg.runs_dir).parent / "reports" / "train" / cfg.name
+    write_json(report_dir / "metrics.json", metrics)
+    from pipeline.reports.train import loss_rows, write_train_report
+
+    write_json(report_dir / "plots" / "loss.json", loss_rows(list(summary.get("recent") or [])))
+    write_train_report(report_dir / "index.html", cfg.to_dict(), summary, metrics)
     return summary

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.train_stage import run_train_stage
 from tests.test_faults import copy_stores, small_config
-from train.trainer import train
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which(
     "google-chrome")
@@ -63,10 +63,8 @@ def test_every_stage_report_loads_in_a_browser(tiny_stores, tmp_path):
     root = Path(tiny_stores[0]).parent
     check_report(root / "rep-render" / "index.html", "render", tmp_path)
     check_report(root / "rep-distill" / "index.html", "distill-cache", tmp_path)
-    train(small_config((renders, features), tmp_path), progress=False)
-    train_report = tmp_path / "reports" / "train" / "t" / "index.html"
-    if train_report.exists():
-        check_report(train_report, "train", tmp_path)
+    run_train_stage(small_config((renders, features), tmp_path))
+    check_report(tmp_path / "reports" / "train" / "t" / "index.html", "train", tmp_path)
     out = tmp_path / "rep-eval"
     run_evaluate_stage(EvaluateConfig(
         category="chair", run=str(tmp_path / "runs" / "t"), pixelnerf_run="",

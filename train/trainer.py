@@ -247,7 +247,7 @@ class LossLog:
         self._total = sums if not self._total else [a + b for a, b in zip(self._total, sums,
                                                                             strict=True)]
         self._total_n += self._n
-        self.recent.append({"step": step, "steps": self._n, **window})
+        self.recent.append({"step": step, "steps": self._n, **window, "rays_s": vals[2 * k]})
         self._sum, self._n = None, 0
         return window, vals[2 * k]
 
@@ -502,6 +502,7 @@ def _train(cfg: TrainConfig, resume: bool, progress: bool, if_stale: str) -> dic
         "world": dist_info.world, "rank": dist_info.rank,
         "rays_per_s": rays_s,  # all ranks summed, measured at the last step
         "first": log.first, "last": log.last, "mean": log.mean, "recent": list(log.recent),
+        "weights_source": model.weights_source,
         "checkpoint": str(ckpts[-1]) if ckpts else None,
     }
 

@@ -1,0 +1,1 @@
+"""Stage reports built from pure functions (one module per stage)."""
