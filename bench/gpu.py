@@ -141,7 +141,7 @@ def train_throughput(renders: Path, features: Path, tmp: Path, s: dict, device: 
         if not device.startswith("cuda"):
             cfg.model.width, cfg.model.n_blocks, cfg.model.backbone = 32, 2, "resnet18"
             cfg.render.n_coarse, cfg.render.n_importance, cfg.render.n_depth = 4, 2, 2
-            cfg.data.rays_per_object = 16
+            cfg.data.rays_per_object, cfg.data.n_target_views = 16, 2
         return cfg
 
     objects, last_rate = 1, None
