@@ -138,7 +138,7 @@ def test_log_frequency_changes_no_value_and_first_last_are_exact_steps(tiny_stor
     assert "history" not in every and len(every["recent"]) == 3
     assert [w["steps"] for w in sparse["recent"]] == [1, 2]  # step 1, then steps 2-3
     assert every["first"] == sparse["first"] and every["last"] == sparse["last"]
-    last = {k: v for k, v in every["recent"][-1].items() if k not in ("step", "steps")}
+    last = {k: v for k, v in every["recent"][-1].items() if k not in ("step", "steps", "rays_s")}
     assert every["last"] == last
     for k, v in every["mean"].items():
         assert v == pytest.approx(sparse["mean"][k], rel=1e-12)
