@@ -213,9 +213,9 @@ def main() -> None:
                                              report_dir=str(tmp / "d")))
         print("\nstore reads:")
         read_timing(renders, feats)
-        default_workers = profile_config("default").data.num_workers
         for profile in filter(None, args.profiles.split(",")):
             cfg = bench_config(profile, renders, feats, tmp / "runs")
+            default_workers = profile_config(profile).data.num_workers
             r = cfg.render
             print(f"\nprofile {profile}: {cfg.data.objects_per_step} objects x "
                   f"{cfg.data.rays_per_object} rays, {cfg.data.n_target_views} target views, "
@@ -250,13 +250,14 @@ def main() -> None:
                       f"rounds {', '.join(f'{x:.2f}' for x in rs)}")
         if args.ddp:
             cfg = bench_config("default", renders, feats, tmp / "runs")
+            cfg.data.num_workers = 0  # else the workers' spawn lands in the timed (resumed) run
             runs = {1: [], 2: []}
             for _ in range(rounds):
                 for nproc in (1, 2):
                     runs[nproc].append(ddp_step_time(cfg, nproc, args.ddp, tmp))
             one, two = (min(runs[n], key=lambda m: m["s_per_step"]) for n in (1, 2))
-            print(f"\nDDP, default profile, {args.ddp} steps (gloo, CPU): 1 process "
-                  f"({one['threads']} threads) {one['s_per_step']:.2f} s/step, "
+            print(f"\nDDP, default profile, 0 loader workers, {args.ddp} steps (gloo, CPU): "
+                  f"1 process ({one['threads']} threads) {one['s_per_step']:.2f} s/step, "
                   f"{one['rays_per_s']:.0f} rays/s; 2 processes ({two['threads']} thread each) "
                   f"{two['s_per_step']:.2f} s/step, {two['rays_per_s']:.0f} rays/s -> step time "
                   f"2/1 = {two['s_per_step'] / one['s_per_step']:.2f}x, throughput "
