@@ -143,3 +143,15 @@ def test_log_frequency_changes_no_value_and_first_last_are_exact_steps(tiny_stor
     for k, v in every["mean"].items():
         assert v == pytest.approx(sparse["mean"][k], rel=1e-12)
         assert v == pytest.approx(sum(w[k] for w in every["recent"]) / 3, rel=1e-12)
+
+
+def test_loader_workers_may_change_on_resume():
+    """Batches are identical for any worker count, so it is no recipe change."""
+    from train.trainer import config_changes
+
+    saved = TrainConfig().to_dict()
+    current = TrainConfig().to_dict()
+    current["data"]["num_workers"] = 2
+    assert config_changes(saved, current) == []
+    current["data"]["rays_per_object"] = 7
+    assert config_changes(saved, current) == ["data.rays_per_object"]

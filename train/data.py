@@ -99,6 +99,7 @@ class RayBatchDataset(Dataset):
             self.verify_s = store.verify_s
         self._renders: RenderStore | None = None
         self._features: FeatureStore | None = None
+        self._cameras: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def __len__(self) -> int:
         return len(self.objects)
@@ -110,6 +111,15 @@ class RayBatchDataset(Dataset):
                 self._features = FeatureStore(self.cfg.features)
         return self._renders, self._features
 
+    def cameras(self, obj: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """``K`` (V, 3, 3) and ``c2w`` (V, 4, 4) float32 of store object ``obj``, read once per
+        process (about 5 KB per object; every zarr read costs ~1 ms of overhead)."""
+        if obj not in self._cameras:
+            renders = self._open()[0]
+            self._cameras[obj] = (torch.from_numpy(renders.read("K", obj)).float(),
+                                  torch.from_numpy(renders.read("c2w", obj)).float())
+        return self._cameras[obj]
+
     def __getitem__(self, key: ItemKey) -> dict[str, torch.Tensor]:
         renders, features = self._open()
         cfg, obj = self.cfg, self.objects[key.position]
@@ -120,8 +130,7 @@ class RayBatchDataset(Dataset):
         else:
             views = rng.choice(self.n_views, cfg.n_input + cfg.n_target_views, replace=False)
             inputs, targets = np.sort(views[: cfg.n_input]), np.sort(views[cfg.n_input :])
-        K = torch.from_numpy(renders.read("K", obj)).float()
-        c2w = torch.from_numpy(renders.read("c2w", obj)).float()
+        K, c2w = self.cameras(obj)
         rgb_all = renders.read_views("rgb", obj, np.concatenate([inputs, targets]))
         rgb_in, rgb_t = rgb_all[: len(inputs)], rgb_all[len(inputs) :]
         alpha_t = renders.read_views("alpha", obj, targets)

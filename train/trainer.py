@@ -258,12 +258,15 @@ class LossLog:
             if self._total_n else {}
 
 
+#: not part of the recipe: may change on resume (``num_workers``: the batches are the same for
+#: any loader worker count)
 SCHEDULE_KEYS = ("steps", "ckpt_every", "log_every", "image_every", "keep_checkpoints", "device",
-                 "runs_dir")
+                 "runs_dir", "num_workers")
 
 
 def config_changes(saved: dict, current: dict) -> list[str]:
-    """Keys (dotted) whose values differ, ignoring the schedule (which may grow on resume)."""
+    """Keys (dotted) whose values differ, ignoring the schedule (which may grow on resume) and
+    the loader's worker count (at any level: ``SCHEDULE_KEYS``)."""
     changed = []
     for key in sorted(set(saved) | set(current)):
         if key in SCHEDULE_KEYS:
