@@ -138,7 +138,7 @@ def bench_pca(repeats: int = 3) -> None:
     from threadpoolctl import threadpool_info
 
     from cache.feature_store import fit_pca
-    from pipeline.distill_stage import pca_rgb
+    from pipeline.reports.features import pca_rgb
 
     def old_fit(features: np.ndarray, dim: int) -> np.ndarray:
         x = features[np.abs(features).sum(axis=1) > 0].astype(np.float64)

@@ -299,6 +299,15 @@ class FeatureStore:
             return None
         return self.group["pca_mean"][:], self.group["pca_components"][:]
 
+    def colour_basis(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
+        """The category's fixed report colouring, fitted once on train objects at distill time:
+        mean (D,), components (D, 3), lo (3,), hi (3,) in the stored feature space; None for
+        a store written without one."""
+        names = ("colour_mean", "colour_components", "colour_lo", "colour_hi")
+        if any(name not in self.group for name in names):
+            return None
+        return tuple(self.group[name][:] for name in names)  # type: ignore[return-value]
+
 
 def principal_axes(x: np.ndarray, dim: int) -> tuple[np.ndarray, np.ndarray]:
     """Mean (C,) and the top ``dim`` principal axes (C, dim) of the rows of ``x`` (M, C).

@@ -22,7 +22,6 @@ from cache.feature_store import (
     FeatureStoreWriter,
     apply_pca,
     fit_pca,
-    principal_axes,
 )
 from cache.render_store import RenderStore
 from cache.zarr_io import StoreError
@@ -36,6 +35,7 @@ from pipeline.guards import (
     redo_damaged,
 )
 from pipeline.report import HtmlReport, write_json
+from pipeline.reports.features import pca_rgb
 from renderers.categories import resolve_category
 
 ORACLE_EXTRAS = ("part", "depth", "K", "c2w")
@@ -469,22 +469,6 @@ def feature_stats(store: FeatureStore, renders: RenderStore, n_objects: int = 4)
         "bg_zero_fraction": bg_zero / bg_total if bg_total else 1.0,
         "fg_zero_fraction": float((allnorms == 0).mean()),
     }
-
-
-def pca_rgb(feats: np.ndarray) -> np.ndarray:
-    """(B, h, w, C) -> (B, h, w, 3) uint8 by a joint 3-component PCA of foreground cells
-    (covariance ``eigh`` on one BLAS thread: :func:`cache.feature_store.principal_axes`)."""
-    flat = feats.reshape(-1, feats.shape[-1]).astype(np.float64)
-    fg = np.abs(flat).sum(axis=1) > 0
-    out = np.zeros((len(flat), 3))
-    if fg.sum() > 3:
-        k = min(3, flat.shape[1])
-        mean, axes = principal_axes(flat[fg], k)
-        y = (flat[fg] - mean) @ axes
-        lo, hi = np.percentile(y, 2, axis=0), np.percentile(y, 98, axis=0)
-        out[np.flatnonzero(fg)[:, None], np.arange(k)] = np.clip(
-            (y - lo) / np.maximum(hi - lo, 1e-9), 0, 1)
-    return (out.reshape(*feats.shape[:-1], 3) * 255).astype(np.uint8)
 
 
 def write_distill_report(

@@ -113,7 +113,7 @@ def test_group_pairs_splits_runs():
 
 
 def test_pca_rgb_matches_the_svd_colouring_up_to_sign():
-    from pipeline.distill_stage import pca_rgb
+    from pipeline.reports.features import pca_rgb
 
     rng = np.random.default_rng(0)
     feats = (rng.normal(size=(4, 16, 16, 24)) * np.linspace(4, 0.5, 24)).astype(np.float32)

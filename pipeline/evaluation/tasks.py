@@ -400,7 +400,7 @@ def run_nvs(
     feature (joint over the object's views, background = opacity < 0.5 zeroed), plus the
     teacher's maps of the GT views when ``teacher`` is given.
     """
-    from pipeline.distill_stage import pca_rgb
+    from pipeline.reports.features import pca_rgb
 
     res = NvsResult(list(renderers))
     score_lpips, reason = lpips_scorer(lpips_device)
