@@ -7,12 +7,22 @@ whose identity or source fingerprint differs is stale and is never reused silent
 its flag and checked by :meth:`FeatureStore.verify` (:mod:`cache.integrity`). The source render
 store's settings (attrs ``render_config``) and per-object digests (``render_digests`` (N, 32))
 let a stale message say what changed. Optional PCA keeps D < C channels and stores the basis
-(``pca_mean`` (C,), ``pca_components`` (C, D)) beside the data.
+(``pca_mean`` (C,), ``pca_components`` (C, D)) beside the data, with ``pca_variances`` (C,): the
+fit sample's variance along each teacher-space principal axis.
+
+The category's report colouring is stored too, fitted once at distill time on the foreground
+cells of a sample of train-object views, in the stored feature space: ``colour_mean`` (D,),
+``colour_components`` (D, k<=3), ``colour_lo`` / ``colour_hi`` (k,) (2nd / 98th percentiles of
+the projected sample) and ``colour_variances`` (D,) (that sample's spectrum). These store-level
+arrays are derived from ``feat`` and are not part of the fingerprint; a store written without
+them (an older one) opens as before and :meth:`FeatureStore.colour_basis` returns None.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,10 +43,14 @@ from cache.zarr_io import (
     read_checked,
     short_hash,
     store_present,
+    whole_shard_writes,
 )
 
 FORMAT_VERSION = 2  # 2: feat digests, zstd checksums, done_objects, render digests
 CONTENT_ARRAYS = ("feat",)
+COLOUR_BASIS_ARRAYS = ("colour_mean", "colour_components", "colour_lo", "colour_hi")
+#: the widths whose share of variance kept a report gives (capped below the channel count)
+VARIANCE_DIMS = (3, 8, 16, 32, 64, 128)
 
 
 def store_key(identity: dict, render_fingerprint: str, pca_dim: int | None) -> str:
@@ -95,15 +109,33 @@ class FeatureStoreWriter:
         create_group_atomically(path, build)
         return cls(path)
 
-    def set_pca(self, mean: np.ndarray, components: np.ndarray) -> None:
-        """Store the PCA basis: mean (C,), components (C, D)."""
-        for name, value in (("pca_mean", mean), ("pca_components", components)):
-            self.group.create_array(name, data=np.asarray(value, np.float32), overwrite=True)
+    def set_pca(self, mean: np.ndarray, components: np.ndarray,
+                variances: np.ndarray | None = None) -> None:
+        """Store the PCA basis: mean (C,), components (C, D) and, when given, the fit sample's
+        variance along each principal axis (C,), decreasing."""
+        arrays = {"pca_variances": variances, "pca_mean": mean, "pca_components": components}
+        self._write_arrays({k: v for k, v in arrays.items() if v is not None})
+
+    def set_colour_basis(self, mean: np.ndarray, components: np.ndarray, lo: np.ndarray,
+                         hi: np.ndarray, variances: np.ndarray) -> None:
+        """Store the category's report colouring in the stored feature space: mean (D,),
+        components (D, k), lo / hi (k,), and the fit sample's spectrum ``variances`` (D,).
+        The basis arrays come last, so a write cut short reads back as no basis."""
+        self._write_arrays({"colour_variances": variances, **dict(zip(
+            COLOUR_BASIS_ARRAYS, (mean, components, lo, hi), strict=True))})
+
+    def _write_arrays(self, arrays: dict[str, np.ndarray]) -> None:
+        """Write derived float32 arrays, each with its sha256 in ``attrs["derived_digests"]``
+        (:func:`read_derived` checks them on every read)."""
+        digests = dict(self.group.attrs.get(DERIVED_DIGESTS, {}))
+        for name, value in arrays.items():
+            value = np.asarray(value, np.float32)
+            self.group.create_array(name, data=value, overwrite=True)
+            digests[name] = integrity.array_digest(value).tobytes().hex()
+            self.group.attrs[DERIVED_DIGESTS] = digests
 
     def pca(self) -> tuple[np.ndarray, np.ndarray] | None:
-        if "pca_components" not in self.group:
-            return None
-        return self.group["pca_mean"][:], self.group["pca_components"][:]
+        return read_pca(self.group, self.path)
 
     def done_mask(self) -> np.ndarray:
         return self.group["done"][:].astype(bool)
@@ -117,11 +149,12 @@ class FeatureStoreWriter:
                 f"store's {arr.shape[2:]}"
             )
         views = np.asarray(views)
-        if len(views) and (np.diff(views) == 1).all():
-            arr[index, int(views[0]) : int(views[-1]) + 1] = feat.astype(np.float16)
-        else:
-            for k, v in enumerate(views):
-                arr[index, int(v)] = feat[k].astype(np.float16)
+        with whole_shard_writes():
+            if len(views) and (np.diff(views) == 1).all():
+                arr[index, int(views[0]) : int(views[-1]) + 1] = feat.astype(np.float16)
+            else:
+                for k, v in enumerate(views):
+                    arr[index, int(v)] = feat[k].astype(np.float16)
 
     def mark_done(self, index: int, feat: np.ndarray | None = None) -> None:
         """Write the digest of object ``index`` (its whole (V, h, w, D) ``feat`` as written, or
@@ -295,28 +328,106 @@ class FeatureStore:
         return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
     def pca(self) -> tuple[np.ndarray, np.ndarray] | None:
-        if "pca_components" not in self.group:
-            return None
-        return self.group["pca_mean"][:], self.group["pca_components"][:]
+        return read_pca(self.group, self.path)
 
     def colour_basis(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
         """The category's fixed report colouring, fitted once on train objects at distill time:
         mean (D,), components (D, 3), lo (3,), hi (3,) in the stored feature space; None for
         a store written without one."""
-        names = ("colour_mean", "colour_components", "colour_lo", "colour_hi")
-        if any(name not in self.group for name in names):
-            return None
-        return tuple(self.group[name][:] for name in names)  # type: ignore[return-value]
+        return read_colour_basis(self.group, self.path)
+
+    def variance_kept(self) -> dict[str, float]:
+        """Share of the train sample's foreground variance kept per width
+        (:func:`store_variance_kept`); empty for a store that records no spectrum."""
+        return store_variance_kept(self.group)
 
 
-def principal_axes(x: np.ndarray, dim: int) -> tuple[np.ndarray, np.ndarray]:
-    """Mean (C,) and the top ``dim`` principal axes (C, dim) of the rows of ``x`` (M, C).
+#: attrs key: sha256 (hex) of each derived array (PCA basis, colour basis, spectra), which are
+#: fitted from ``feat`` and so outside the per-object digests and the fingerprint
+DERIVED_DIGESTS = "derived_digests"
+DERIVED_ARRAYS = ("pca_mean", "pca_components", "pca_variances", *COLOUR_BASIS_ARRAYS,
+                  "colour_variances")
 
-    Axes come by decreasing variance, each signed so that its largest-magnitude loading is
-    positive (the subspace of an SVD, with a fixed sign). Computed from the C x C covariance
-    with ``eigh`` on one BLAS thread: an M x C SVD with default OpenBLAS threading took 41 s
-    for (80k, 384) on a busy 2-core machine; this takes ~0.5 s and gives the same bytes on any
-    core count.
+
+def read_derived(group: zarr.Group, name: str, path: str = "") -> np.ndarray:
+    """A derived array of a feature store, checked against its recorded sha256 (StoreError
+    when it differs or none was recorded)."""
+    value = read_checked(group[name], slice(None), path or str(group.store), name,
+                         rerun="distill-cache")
+    recorded = dict(group.attrs.get(DERIVED_DIGESTS, {})).get(name)
+    if recorded != integrity.array_digest(np.asarray(value, np.float32)).tobytes().hex():
+        why = "records no digest for it" if recorded is None else "does not match its digest"
+        raise StoreError(f"{path or group.store}: feature store array {name!r} {why}; re-run "
+                         "`fnerf-pipeline distill-cache --if-stale overwrite`")
+    return value
+
+
+def derived_problems(group: zarr.Group, path: str) -> list[str]:
+    """One line per derived array of the store that is missing its digest or differs from it
+    (for ``fnerf-pipeline verify``)."""
+    problems = []
+    for name in DERIVED_ARRAYS:
+        if name in group:
+            try:
+                read_derived(group, name, path)
+            except StoreError as exc:
+                problems.append(str(exc).split("; re-run")[0].removeprefix(f"{path}: "))
+    return problems
+
+
+def read_pca(group: zarr.Group, path: str = "") -> tuple[np.ndarray, np.ndarray] | None:
+    """``pca_mean`` (C,) and ``pca_components`` (C, D) of a ``--pca`` store (verified);
+    None for a full-width store."""
+    if "pca_components" not in group:
+        return None
+    return read_derived(group, "pca_mean", path), read_derived(group, "pca_components", path)
+
+
+def read_colour_basis(
+    group: zarr.Group, path: str = "",
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
+    """``colour_mean`` (D,), ``colour_components`` (D, k), ``colour_lo`` / ``colour_hi`` (k,)
+    of a feature store group (verified); None when any is absent."""
+    if any(name not in group for name in COLOUR_BASIS_ARRAYS):
+        return None
+    return tuple(read_derived(group, n, path) for n in COLOUR_BASIS_ARRAYS)  # type: ignore[return-value]
+
+
+def read_variances(group: zarr.Group, path: str = "") -> np.ndarray | None:
+    """The foreground variance along each teacher-space principal axis (C,), decreasing, of
+    the train sample: ``pca_variances`` for a PCA store, else ``colour_variances`` (stored
+    space = teacher space); None when not recorded (an older store). Verified."""
+    name = "pca_variances" if "pca_components" in group else "colour_variances"
+    return read_derived(group, name, path) if name in group else None
+
+
+def store_variance_kept(group: zarr.Group) -> dict[str, float]:
+    """:func:`variance_kept` of a feature store group's spectrum (:func:`read_variances`),
+    with its ``--pca`` width among the D; empty when it records none."""
+    variances = read_variances(group)
+    if variances is None:
+        return {}
+    pca_dim = group.attrs.get("pca_dim")
+    return variance_kept(variances, [pca_dim] if pca_dim else [])
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Principal axes of a sample: ``mean`` (C,), ``axes`` (C, C) (columns by decreasing
+    variance, sign fixed) and ``variances`` (C,) along them (decreasing, >= 0)."""
+
+    mean: np.ndarray
+    axes: np.ndarray
+    variances: np.ndarray
+
+
+def principal_components(x: np.ndarray) -> Principal:
+    """All principal axes of the rows of ``x`` (M, C), with their variances.
+
+    Each axis is signed so that its largest-magnitude loading is positive (the subspace of an
+    SVD, with a fixed sign). Computed from the C x C covariance with ``eigh`` on one BLAS
+    thread: an M x C SVD with default OpenBLAS threading took 41 s for (80k, 384) on a busy
+    2-core machine; this takes ~0.5 s and gives the same bytes on any core count.
     """
     from threadpoolctl import threadpool_limits
 
@@ -327,27 +438,62 @@ def principal_axes(x: np.ndarray, dim: int) -> tuple[np.ndarray, np.ndarray]:
         for start in range(0, len(x), 8192):  # float64 copies of 8192 rows at a time
             centred = x[start : start + 8192].astype(np.float64) - mean
             cov += centred.T @ centred
-        _, vecs = np.linalg.eigh(cov)  # eigenvalues ascending
-    axes = vecs[:, ::-1][:, :dim]
+        vals, vecs = np.linalg.eigh(cov)  # eigenvalues ascending
+    axes = vecs[:, ::-1]
     sign = np.sign(axes[np.abs(axes).argmax(axis=0), np.arange(axes.shape[1])])
-    return mean, axes * np.where(sign == 0, 1.0, sign)
+    variances = np.clip(vals[::-1], 0.0, None) / max(len(x) - 1, 1)
+    return Principal(mean, axes * np.where(sign == 0, 1.0, sign), variances)
+
+
+def principal_axes(x: np.ndarray, dim: int) -> tuple[np.ndarray, np.ndarray]:
+    """Mean (C,) and the top ``dim`` principal axes (C, dim) of the rows of ``x`` (M, C)
+    (:func:`principal_components`)."""
+    p = principal_components(x)
+    return p.mean, p.axes[:, :dim]
+
+
+def foreground_rows(features: np.ndarray) -> np.ndarray:
+    """(..., C) -> (M, C): the cells that are not all-zero (zeroed background dropped)."""
+    flat = features.reshape(-1, features.shape[-1])
+    return flat[np.abs(flat).sum(axis=1) > 0]
+
+
+def fit_principal(features: np.ndarray, dim: int) -> Principal:
+    """:func:`principal_components` of the foreground rows of ``features`` (M, C); a
+    StoreError when there are fewer than ``dim`` of them."""
+    x = foreground_rows(features)
+    if len(x) < dim:
+        raise StoreError(
+            f"PCA to {dim} channels needs at least {dim} foreground samples, got {len(x)}"
+        )
+    return principal_components(x)
 
 
 def fit_pca(features: np.ndarray, dim: int) -> tuple[np.ndarray, np.ndarray]:
-    """PCA basis of foreground features (:func:`principal_axes`).
+    """PCA basis of foreground features (:func:`fit_principal`).
 
     Args:
         features: (M, C) samples; all-zero rows (zeroed background) are ignored.
     Returns:
         mean (C,), components (C, D) with orthonormal columns, by decreasing variance.
     """
-    x = features[np.abs(features).sum(axis=1) > 0]
-    if len(x) < dim:
-        raise StoreError(
-            f"PCA to {dim} channels needs at least {dim} foreground samples, got {len(x)}"
-        )
-    mean, components = principal_axes(x, dim)
-    return mean.astype(np.float32), components.astype(np.float32)
+    p = fit_principal(features, dim)
+    return p.mean.astype(np.float32), p.axes[:, :dim].astype(np.float32)
+
+
+def variance_kept(variances: np.ndarray, extra_dims: Sequence[int] = ()) -> dict[str, float]:
+    """Share of the total variance in the top D axes, for D in :data:`VARIANCE_DIMS` and
+    ``extra_dims`` below the channel count C, then ``"full"`` (= 1.0).
+
+    Args:
+        variances: (C,) decreasing spectrum (:attr:`Principal.variances`).
+    Returns:
+        ``{"d3": ..., "d8": ..., "full": 1.0}`` in increasing D.
+    """
+    cumulative = np.cumsum(np.asarray(variances, np.float64))
+    total = cumulative[-1] if len(cumulative) and cumulative[-1] > 0 else 1.0
+    dims = sorted({int(d) for d in (*VARIANCE_DIMS, *extra_dims) if 0 < d < len(cumulative)})
+    return {**{f"d{d}": float(cumulative[d - 1] / total) for d in dims}, "full": 1.0}
 
 
 def apply_pca(feat: np.ndarray, mean: np.ndarray, components: np.ndarray) -> np.ndarray:

@@ -10,6 +10,7 @@ catch a lost ``done`` flag.
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +32,7 @@ from cache.zarr_io import (
     read_checked,
     short_hash,
     store_present,
+    whole_shard_writes,
 )
 from renderers.job import RenderedObject
 
@@ -145,15 +147,17 @@ class RenderStoreWriter:
             "point_part": obj.point_part,
             "seed": np.array([obj.job.seed, obj.job.camera_seed], np.int64),
         }
-        for name in CONTENT_ARRAYS:
-            expected = g[name].shape[1:]
-            values[name] = np.asarray(values[name], dtype=g[name].dtype)  # digest what is stored
-            if tuple(values[name].shape) != tuple(expected):
+        arrays = {name: g[name] for name in CONTENT_ARRAYS}  # each opened once
+        for name, array in arrays.items():
+            values[name] = np.asarray(values[name], dtype=array.dtype)  # digest what is stored
+            if tuple(values[name].shape) != tuple(array.shape[1:]):
                 raise StoreError(
                     f"{self.path}: object {obj.job.object_id} array {name} has shape "
-                    f"{values[name].shape}, store expects {expected}"
+                    f"{values[name].shape}, store expects {array.shape[1:]}"
                 )
-            g[name][index] = values[name]
+        with whole_shard_writes():
+            for name, array in arrays.items():
+                array[index] = values[name]
         g[integrity.DIGESTS][index] = integrity.object_digests(values, CONTENT_ARRAYS)
         g[integrity.DONE][index] = 1
 
@@ -268,17 +272,22 @@ class RenderStore:
                 self.verify([index], (name,))  # raises with the precise reason
         return out
 
+    @functools.cached_property
+    def _rgb_shape(self) -> tuple[int, ...]:
+        """(N, V, H, W, 3), read once (opening an array reads its metadata: ~1 ms each time)."""
+        return tuple(int(n) for n in self.group["rgb"].shape)
+
     @property
     def n_objects(self) -> int:
-        return int(self.group["rgb"].shape[0])
+        return self._rgb_shape[0]
 
     @property
     def n_views(self) -> int:
-        return int(self.group["rgb"].shape[1])
+        return self._rgb_shape[1]
 
     @property
     def image_size(self) -> int:
-        return int(self.group["rgb"].shape[2])
+        return self._rgb_shape[2]
 
     @property
     def object_ids(self) -> list[str]:

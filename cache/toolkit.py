@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from cache import integrity
+from cache.feature_store import read_colour_basis, store_variance_kept
 from cache.zarr_io import (
     CREATING_SUFFIX,
     StoreError,
@@ -418,8 +419,20 @@ def store_info(path: str) -> dict[str, Any]:
             "category", "teacher", "render_store", "render_fingerprint", "pca_dim",
             "teacher_dim", "background_zeroed", "store_key", "expected_objects", "failures")
             if k in attrs}
+        info["details"]["colour_basis"] = colour_basis_text(group)
+        if kept := store_variance_kept(group):
+            info["details"]["variance_kept"] = {k: round(v, 4) for k, v in kept.items()}
         info["arrays"] = {name: list(group[name].shape) for name in sorted(group.array_keys())}
     return info
+
+
+def colour_basis_text(group: Any) -> str:
+    """Whether a feature store holds its category colouring, and its shape."""
+    basis = read_colour_basis(group)
+    if basis is None:
+        return "none (an older store: reports fit a colouring per picture set)"
+    dim, k = basis[1].shape
+    return f"{k} axes of the {dim} stored channels, fitted on train objects at distill time"
 
 
 # --- gc ----------------------------------------------------------------------------------------

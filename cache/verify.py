@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from cache import integrity
+from cache.feature_store import derived_problems
 from cache.zarr_io import StoreError, exists, half_made, missing_note, open_group
 
 #: kind of store -> (the attrs key of its settings hash, the stage that writes it)
@@ -93,6 +94,8 @@ def verify_store(path: str | Path) -> StoreCheck:
                            for i in lost if all(p.index != i for p in check.problems)]
     for i in np.flatnonzero(done):
         check.problems += integrity.check_object(group, path, int(i), ids[i], content, content)
+    if kind == "feature":
+        check.store_problems += derived_problems(group, path)
     if attrs.get("complete") and attrs.get("fingerprint") and not check.problems:
         key = attrs[KINDS[kind][0]]
         if integrity.fingerprint_of(group, key) != attrs["fingerprint"]:

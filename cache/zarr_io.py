@@ -37,6 +37,18 @@ def short_hash(obj: Any, n: int = 16) -> str:
     return hashlib.sha256(canonical_json(obj).encode()).hexdigest()[:n]
 
 
+#: zarr settings for writing whole shards (measured, 50 x 128 x 128 uint8 views, zarr 3.1):
+#: the default pipeline (batches of 1 chunk, each checked for all-fill first) takes 24 ms per
+#: object shard; batches of 64 chunks with no empty-chunk check take 9 ms. Stored values, and
+#: so digests and fingerprints, are the same; an all-fill view is stored instead of omitted.
+WHOLE_SHARD_WRITES = {"codec_pipeline.batch_size": 64, "array.write_empty_chunks": True}
+
+
+def whole_shard_writes() -> Any:
+    """Context manager: :data:`WHOLE_SHARD_WRITES` for the writes inside it."""
+    return zarr.config.set(WHOLE_SHARD_WRITES)
+
+
 def create_object_array(
     group: zarr.Group,
     name: str,

@@ -17,8 +17,12 @@ import click  # noqa: E402
 from cache.zarr_io import StoreError  # noqa: E402
 from renderers.asset import AssetError  # noqa: E402
 from renderers.base import RendererUnavailable  # noqa: E402
+from renderers.importers import IMPORTERS  # noqa: E402
 from teachers.base import TeacherError  # noqa: E402
-from teachers.registry import TEACHERS  # noqa: E402
+from teachers.registry import IMPORTED_TEACHERS, TEACHERS, teacher_label  # noqa: E402
+
+TIMM_LABEL_HELP = ("timm: the model id given to distill-cache; names the default feature store "
+                   "and run (<teacher> = timm-<model id>)  [default: the timm default model]")
 
 USER_ERRORS: tuple[type[Exception], ...] = (
     AssetError,
@@ -59,6 +63,7 @@ def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
 #: one recovery flag for every stage: what to do with an output made from other settings or
 #: inputs (``refuse``: an error naming what changed; ``overwrite``: redo it from scratch)
 IF_STALE = click.Choice(["refuse", "overwrite", "fail", "restart"])
+IMPORT_FORMATS = list(IMPORTERS)  # `import --format`, `render --source import --import-format`
 IF_STALE_HELP = ("an existing output made with other settings or inputs: refuse (an error "
                  "naming what changed) or overwrite (start afresh)  [default: refuse]")
 
@@ -97,12 +102,18 @@ def main(online: bool | None) -> None:
 )
 @click.option(
     "--source",
-    type=click.Choice(["procedural", "shapenet", "meshes"]),
+    type=click.Choice(["procedural", "shapenet", "meshes", "import"]),
     default="procedural",
     show_default=True,
     help="procedural: the embedded part-annotated shape families; shapenet: ShapeNetCore; "
-         "meshes: any folder of OBJ/GLB/glTF/PLY/OFF files (--mesh-root; free --category)",
+         "meshes: any folder of OBJ/GLB/glTF/PLY/OFF files (--mesh-root; free --category); "
+         "import: `fnerf-pipeline import` of --import-root (the params switch of dvc repro)",
 )
+@click.option("--import-format", type=click.Choice(["", *IMPORT_FORMATS]), default="",
+              help="--source import: the dataset's format (see `import --format`)")
+@click.option("--import-root", default="", help="--source import: the dataset folder")
+@click.option("--import-options", default="",
+              help="--source import: importer options 'KEY=VALUE KEY=VALUE' (import --option)")
 @click.option("--mesh-root", type=click.Path(),
               help="--source meshes: the folder (optional <name>.labels.npy, parts.yaml, "
                    "<name>.keypoints.json sidecars, splits.json)")
@@ -179,10 +190,13 @@ def main(online: bool | None) -> None:
 @click.option("--overwrite", is_flag=True, help="start afresh even if the store could be resumed")
 @click.option("--if-stale", type=IF_STALE, default="refuse", help=IF_STALE_HELP)
 @user_errors
-def render(split_fractions: str, annotations: str, **kwargs: Any) -> None:
+def render(split_fractions: str, annotations: str, import_format: str, import_root: str,
+           import_options: str, **kwargs: Any) -> None:
     """Render a 50-view dataset of one category into a Zarr render store."""
     from pipeline.render_stage import RenderStageConfig, run_render_stage
 
+    if kwargs["source"] == "import":  # --split, --objects, --size, --out... as for `import`
+        return _render_by_import(import_format, import_root, import_options.split(), kwargs)
     kwargs["annotations"] = tuple(a.strip() for a in annotations.split(",") if a.strip())
     kwargs["if_stale"] = if_stale_value(kwargs["if_stale"])
     for key in ("shapenet_root", "split_file", "keypointnet_root", "shapenet_part_root",
@@ -211,6 +225,22 @@ def render(split_fractions: str, annotations: str, **kwargs: Any) -> None:
                 f"{len(result.failures)} object(s) failed (see {result.report}){hint}")
 
 
+def _render_by_import(fmt: str, root: str, options: list[str], render: dict[str, Any]) -> None:
+    """``render --source import``: the import stage with the render options it shares (the
+    others only apply to rendering and are ignored); ``--size 0`` keeps the source's size."""
+    from pipeline.import_stage import ImportStageConfig
+
+    if not fmt or not root:
+        raise click.UsageError("--source import needs --import-format and --import-root "
+                               "(params.yaml: render.import_format, render.import_root)")
+    unset_when_empty = {k: render[k] or None for k in ("split_file", "objects", "size")}
+    _run_import(ImportStageConfig(
+        format=fmt, root=root, category=render["category"], options=_parse_options(
+            tuple(options)), out=render["out"], report_dir=render["report_dir"],
+        on_error=render["on_error"], overwrite=render["overwrite"],
+        if_stale=if_stale_value(render["if_stale"]), **unset_when_empty))
+
+
 def _parse_options(pairs: tuple[str, ...]) -> dict[str, Any]:
     """``KEY=VALUE`` strings -> dict with YAML-typed values (ints, floats, lists, null...)."""
     import yaml
@@ -229,7 +259,8 @@ def _parse_options(pairs: tuple[str, ...]) -> dict[str, Any]:
 @click.option("--teacher", type=click.Choice(list(TEACHERS)), default="effnet",
               show_default=True, help="registered teacher (see `fnerf-pipeline teachers`)")
 @click.option("--renders", type=click.Path(), help="render store (default data/renders/<cat>.zarr)")
-@click.option("--out", type=click.Path(), help="default data/features/<teacher>/<category>.zarr")
+@click.option("--out", type=click.Path(), help="default data/features/<teacher>/<category>.zarr "
+              "(timm: <teacher> = timm-<model id>)")
 @click.option("--report-dir", type=click.Path(),
               help="[default: reports/distill-cache/<teacher>/<category>]")
 @click.option(
@@ -258,6 +289,12 @@ def _parse_options(pairs: tuple[str, ...]) -> dict[str, Any]:
 @click.option("--scheduler", help="dask.distributed scheduler address (tcp://HOST:PORT)")
 @click.option("--if-stale", type=IF_STALE, default="refuse", help=IF_STALE_HELP)
 @click.option("--overwrite", is_flag=True, help="recompute even if the store is up to date")
+@click.option("--import-format", type=click.Choice(["", *IMPORT_FORMATS]), default="",
+              help="imported teachers (official-dino): the format of the dataset the render "
+                   "store was imported from (ignored by the other teachers)")
+@click.option("--import-root", default="", help="imported teachers: that dataset's folder")
+@click.option("--import-options", default="",
+              help="imported teachers: its importer options 'KEY=VALUE KEY=VALUE'")
 @user_errors
 def distill_cache(
     category: str,
@@ -272,9 +309,13 @@ def distill_cache(
     scheduler: str | None,
     if_stale: str,
     overwrite: bool,
+    import_format: str,
+    import_root: str,
+    import_options: str,
     **named: Any,
 ) -> None:
-    """Run a teacher once over a render store into a chunked Zarr feature store."""
+    """Run a teacher once over a render store into a chunked Zarr feature store (an imported
+    teacher, official-dino: import the dataset's own cached features instead)."""
     from pipeline.distill_stage import DistillStageConfig, cli_options, run_distill_stage
 
     options = cli_options(teacher, {k: v for k, v in named.items() if v is not None})
@@ -292,8 +333,15 @@ def distill_cache(
         scheduler=scheduler,
         if_stale=if_stale_value(if_stale),
         overwrite=overwrite,
+        import_format=import_format or None,
+        import_root=import_root or None,
+        import_options=_parse_options(tuple(import_options.split())),
     )
     m = run_distill_stage(cfg)
+    if teacher in IMPORTED_TEACHERS:
+        click.echo(f"{m['objects']} objects' features {m['source']} -> {cfg.out}; report "
+                   f"{cfg.report_dir}")
+        return
     click.echo(
         f"{m['objects']} objects ({m['objects_computed_now']} computed now, "
         f"{m['images_per_s']:.1f} images/s) -> {cfg.out}; report {cfg.report_dir}"
@@ -323,6 +371,7 @@ def _profile_help(text: str, key: str) -> str:
     help="teacher whose feature store to distil; 'none' trains plain pixelNeRF",
 )
 @click.option("--name", help="run name  [default: <category>-<teacher>, <category>-pixelnerf]")
+@click.option("--model-id", help=TIMM_LABEL_HELP)
 @click.option(
     "--config",
     "config_path",
@@ -384,6 +433,7 @@ def train_command(
     category: str,
     teacher: str,
     name: str | None,
+    model_id: str | None,
     config_path: str | None,
     resume: bool,
     profile: str,
@@ -393,6 +443,7 @@ def train_command(
     """Train FeatureNeRF (or pixelNeRF with --teacher none) from the caches."""
     from pipeline.train_stage import build_train_config, run_train_stage
 
+    teacher = teacher_label(teacher, model_id)
     cfg = build_train_config(category, teacher, name, config_path, overrides, profile)
     stale = "restart" if if_stale_value(if_stale) == "overwrite" else "fail"
     summary = run_train_stage(cfg, resume=resume, if_stale=stale)
@@ -406,6 +457,7 @@ def train_command(
 @click.option("--category", required=True, help="category name or ShapeNet synset id")
 @click.option("--teacher", type=click.Choice(list(TEACHERS)), default="effnet",
               show_default=True, help="the student's teacher (names the default paths)")
+@click.option("--model-id", help=TIMM_LABEL_HELP)
 @click.option("--run", help="student run dir or .ckpt (default runs/<category>-<teacher>)")
 @click.option("--pixelnerf-run", help="pixelNeRF baseline run (default runs/<category>-pixelnerf;"
               " '' disables it)")
@@ -449,6 +501,7 @@ def evaluate(**kwargs: Any) -> None:
     """Keypoint / part transfer, novel views and baselines -> metrics.json and an HTML report."""
     from pipeline.evaluation.stage import EvaluateConfig, run_evaluate_stage
 
+    kwargs["teacher"] = teacher_label(kwargs["teacher"], kwargs.pop("model_id"))
     kwargs["split_json"] = kwargs.get("split_json") or None  # "" from params.yaml: no json
     kwargs["eval_size"] = kwargs.get("eval_size") or None  # 0: the image size
     if kwargs["split_json"] and not os.path.isfile(kwargs["split_json"]):
@@ -457,7 +510,7 @@ def evaluate(**kwargs: Any) -> None:
     run_evaluate_stage(cfg)
     import json
 
-    from pipeline.evaluation.report import headline_markdown
+    from pipeline.reports.evaluate import headline_markdown
 
     summary = json.loads((Path(cfg.report_dir) / "summary.json").read_text())
     if summary.get("headline"):  # the primary protocol's comparison, as in the report
@@ -469,8 +522,9 @@ def evaluate(**kwargs: Any) -> None:
 @main.command("teachers")
 def teachers_command() -> None:
     """List the registered teachers (the names --teacher accepts)."""
+    width = max(map(len, TEACHERS))
     for name, description in TEACHERS.items():
-        click.echo(f"{name:8s} {description}")
+        click.echo(f"{name:{width}s} {description}")
 
 
 @main.command("verify")
@@ -597,7 +651,7 @@ def cache_export(store: str, fmt: str, out: str, objects: str | None, compress: 
 
 @main.command("import")
 @click.option("--format", "fmt", required=True,
-              type=click.Choice(["official", "srn", "dvr", "nerf-synthetic"]),
+              type=click.Choice(IMPORT_FORMATS),
               help="official: FeatureNeRF's processed data (img/, camera/, *_anno/, "
                    "dino_feat_256/); srn, dvr, nerf-synthetic: those render layouts")
 @click.option("--root", required=True, type=click.Path(), help="the dataset folder")
@@ -610,6 +664,10 @@ def cache_export(store: str, fmt: str, out: str, objects: str | None, compress: 
               "downsampling; 32-1024, a multiple of 16)  [default: 0 = the source's]")
 @click.option("--option", "extra", multiple=True,
               help="importer option KEY=VALUE, e.g. frame=shapenet-v2 (see docs/import.md)")
+@click.option("--near", type=float, help="camera near distance of the store (with --far)  "
+              "[default: the smallest of the objects']")
+@click.option("--far", type=float, help="camera far distance  [default: the largest of the "
+              "objects']")
 @click.option("--out", type=click.Path(), help="render store  [default: "
               "data/renders/<category>.zarr]")
 @click.option("--report-dir", type=click.Path(), help="[default: reports/import/<category>]")
@@ -628,12 +686,19 @@ def cache_export(store: str, fmt: str, out: str, objects: str | None, compress: 
 @user_errors
 def import_command(fmt: str, extra: tuple[str, ...], **kwargs: Any) -> None:
     """Import an existing multi-view dataset into a render store (and its cached features)."""
-    from pipeline.import_stage import ImportStageConfig, run_import_stage
+    from pipeline.import_stage import ImportStageConfig
 
     kwargs["if_stale"] = if_stale_value(kwargs["if_stale"])
-    for key in ("split_file", "features_out", "features_folder", "objects", "size"):
+    for key in ("split_file", "features_out", "features_folder", "objects", "size", "near",
+                "far"):
         kwargs[key] = kwargs.get(key) or None  # "" / 0 (from params.yaml) mean not given
-    cfg = ImportStageConfig(format=fmt, options=_parse_options(extra), **kwargs)
+    _run_import(ImportStageConfig(format=fmt, options=_parse_options(extra), **kwargs))
+
+
+def _run_import(cfg: Any) -> None:
+    """Run an :class:`~pipeline.import_stage.ImportStageConfig` and print what it made."""
+    from pipeline.import_stage import run_import_stage
+
     result = run_import_stage(cfg)
     m = result.metrics
     if cfg.features_only:

@@ -4,6 +4,11 @@ In-process runs stream: a reader thread reads the next batch of views from the r
 while the teacher computes, and a writer thread writes finished batches, so neither I/O side
 blocks the teacher. Batches span objects. ``--workers N`` / ``--scheduler`` instead run one dask
 task per object (each worker builds the teacher once).
+
+One sample of train-object views (:func:`fit_sample_pairs`, ``pca_fit_views`` draws) serves
+every fit: the ``--pca`` basis (teacher features of those views, before anything is written)
+and, once the store is complete, the category's report colouring (the stored features of the
+same views, read back), whose spectrum also gives the variance kept per width.
 """
 
 from __future__ import annotations
@@ -17,16 +22,20 @@ from typing import Any
 
 import numpy as np
 
+from cache.atomic import write_json
 from cache.feature_store import (
     FeatureStore,
     FeatureStoreWriter,
     apply_pca,
-    fit_pca,
+    fit_principal,
+    foreground_rows,
+    principal_components,
 )
 from cache.render_store import RenderStore
 from cache.zarr_io import StoreError
 from pipeline.executor import run_tasks, worker_id, writer_records
 from pipeline.guards import (
+    PreflightError,
     check_range,
     check_scheduler,
     check_writable,
@@ -34,9 +43,10 @@ from pipeline.guards import (
     os_error_message,
     redo_damaged,
 )
-from pipeline.report import HtmlReport, write_json
-from pipeline.reports.features import pca_rgb
+from pipeline.reports.distill import write_distill_report
+from pipeline.reports.features import ColourBasis, colour_basis_of
 from renderers.categories import resolve_category
+from teachers.registry import IMPORTED_TEACHERS, teacher_label
 
 ORACLE_EXTRAS = ("part", "depth", "K", "c2w")
 
@@ -58,26 +68,27 @@ class DistillStageConfig:
     scheduler: str | None = None
     if_stale: str = "fail"
     overwrite: bool = False
+    # imported teachers (``official-dino``): the dataset the render stage imported
+    import_format: str | None = None
+    import_root: str | None = None
+    import_options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self.category = resolve_category(self.category).name
+        self.category = resolve_category(self.category, free=True).name
+        label = self.label
         self.renders = self.renders or f"data/renders/{self.category}.zarr"
-        self.out = self.out or f"data/features/{self.teacher}/{self.category}.zarr"
-        self.report_dir = self.report_dir or f"reports/distill-cache/{self.teacher}/{self.category}"
+        self.out = self.out or f"data/features/{label}/{self.category}.zarr"
+        self.report_dir = self.report_dir or f"reports/distill-cache/{label}/{self.category}"
+
+    @property
+    def label(self) -> str:
+        """The teacher's name in default paths (``timm-<model slug>`` for timm models)."""
+        return teacher_label(self.teacher, self.teacher_options.get("model_name"))
 
 
 # CLI option -> constructor argument, per teacher (None: not applicable)
 CLI_OPTION_NAMES: dict[str, dict[str, str]] = {
     "dino": {
-        "weights": "weights",
-        "model_id": "model_name",
-        "layer": "layer",
-        "facet": "facet",
-        "input_size": "input_size",
-        "device": "device",
-        "dtype": "dtype",
-    },
-    "timm": {
         "weights": "weights",
         "model_id": "model_name",
         "layer": "layer",
@@ -104,6 +115,8 @@ CLI_OPTION_NAMES: dict[str, dict[str, str]] = {
     "daisy": {"input_size": "input_size"},
     "oracle": {},
 }
+CLI_OPTION_NAMES["timm"] = CLI_OPTION_NAMES["dino"]  # dino is a preset of the timm teacher
+CLI_OPTION_NAMES.update({name: {} for name in IMPORTED_TEACHERS})  # no model, no options
 
 
 def cli_options(teacher: str, named: dict[str, Any]) -> dict[str, Any]:
@@ -173,6 +186,45 @@ def _group_pairs(pairs: list[tuple[int, int]]) -> list[tuple[int, list[int]]]:
     return groups
 
 
+def fit_sample_pairs(renders: RenderStore, n_draws: int) -> list[tuple[int, int]]:
+    """Sorted distinct (object, view) pairs of ``n_draws`` seeded draws from the train objects
+    (all rendered objects when the store has no train split): the sample of every fit."""
+    rng = np.random.default_rng(0)
+    valid = renders.valid_indices("train") or renders.valid_indices()
+    n_views = renders.n_views
+    return sorted({(int(rng.choice(valid)), int(rng.integers(n_views))) for _ in range(n_draws)})
+
+
+def fit_store_colour_basis(
+    store: FeatureStore, renders: RenderStore, n_draws: int
+) -> tuple[ColourBasis, np.ndarray] | None:
+    """The category colouring from the stored features of the :func:`fit_sample_pairs` views:
+    a :class:`ColourBasis` (D-space, lo/hi = 2nd/98th percentiles of the sample) and the
+    sample's spectrum (D,); None when the sample has 3 or fewer foreground cells."""
+    by_object: dict[int, list[int]] = {}
+    for obj, view in fit_sample_pairs(renders, n_draws):
+        by_object.setdefault(obj, []).append(view)
+    rows = np.concatenate([foreground_rows(store.read_views(obj, np.array(views)))
+                           for obj, views in by_object.items()]).astype(np.float64)
+    if len(rows) <= 3:
+        return None
+    principal = principal_components(rows)
+    return colour_basis_of(principal, rows), principal.variances
+
+
+def add_colour_basis(cfg: DistillStageConfig, writer: FeatureStoreWriter, store: FeatureStore,
+                     renders: RenderStore) -> FeatureStore:
+    """Fit and store the category colouring when the complete store lacks one; returns the
+    store reopened with it."""
+    fitted = None if store.colour_basis() is not None else fit_store_colour_basis(
+        store, renders, cfg.pca_fit_views)
+    if fitted is None:
+        return store
+    basis, variances = fitted
+    writer.set_colour_basis(basis.mean, basis.components, basis.lo, basis.hi, variances)
+    return FeatureStore(cfg.out)
+
+
 def prepare_store(cfg: DistillStageConfig, teacher, renders: RenderStore) -> FeatureStoreWriter:
     """Create/resume the feature store, fitting the PCA basis first when asked."""
     dim = cfg.pca or teacher.feature_dim
@@ -203,21 +255,14 @@ def prepare_store(cfg: DistillStageConfig, teacher, renders: RenderStore) -> Fea
         render_digests=renders.object_digests(),
     )
     if cfg.pca and writer.pca() is None:
-        rng = np.random.default_rng(0)
-        valid = renders.valid_indices("train") or renders.valid_indices()
-        pairs = sorted(
-            {
-                (int(rng.choice(valid)), int(rng.integers(renders.n_views)))
-                for _ in range(cfg.pca_fit_views)
-            }
-        )
+        pairs = fit_sample_pairs(renders, cfg.pca_fit_views)
         objects = VerifiedObjects(renders, cfg.teacher == "oracle")
         feats = [
             teacher(read_batch(objects, pairs[k : k + cfg.batch_size], cfg.category))
             for k in range(0, len(pairs), cfg.batch_size)
         ]
-        sample = np.concatenate(feats).reshape(-1, teacher.feature_dim)
-        writer.set_pca(*fit_pca(sample, cfg.pca))
+        principal = fit_principal(np.concatenate(feats), cfg.pca)
+        writer.set_pca(principal.mean, principal.axes[:, : cfg.pca], principal.variances)
     return writer
 
 
@@ -341,9 +386,63 @@ def run_distill_stage(cfg: DistillStageConfig) -> dict:
     from cache.store_lock import StoreLock
 
     preflight(cfg)
+    if cfg.teacher in IMPORTED_TEACHERS:
+        return import_teacher_features(cfg)
     renders = RenderStore(cfg.renders)
     with StoreLock(cfg.out, stage="distill-cache"):
         return _distill_locked(cfg, renders)
+
+
+def import_teacher_features(cfg: DistillStageConfig) -> dict:
+    """An imported teacher (``official-dino``): the dataset's own cached features of the
+    render store's objects, through the import stage's ``--features-only`` path (its report in
+    ``<report_dir>/import``), then the store's colouring and the distill report and metrics."""
+    from cache.store_lock import StoreLock
+    from pipeline.import_stage import ImportStageConfig, run_import_stage
+
+    t_start = time.perf_counter()
+    fmt, folder, _ = IMPORTED_TEACHERS[cfg.teacher]
+    switch = (f"--teacher {cfg.teacher} imports the features of the {fmt} data the render stage "
+              f"imported: set render.source: import, render.import_format: {fmt} and "
+              "render.import_root in params.yaml (docs/import.md)")
+    if cfg.import_format != fmt or not cfg.import_root:
+        raise PreflightError(f"{switch}; got --import-format {cfg.import_format or '(unset)'} "
+                             f"--import-root {cfg.import_root or '(unset)'}")
+    if cfg.pca or cfg.teacher_options:
+        raise PreflightError(f"--pca and teacher options do not apply to --teacher "
+                             f"{cfg.teacher} (its features are imported as they are)")
+    renders = RenderStore(cfg.renders)
+    if renders.attrs.get("source") != f"import-{fmt}":
+        raise PreflightError(f"{switch}; {cfg.renders} is a {renders.attrs.get('source')!r} "
+                             "store")
+    result = run_import_stage(ImportStageConfig(
+        format=fmt, root=cfg.import_root, category=cfg.category, options=cfg.import_options,
+        out=cfg.renders, report_dir=str(Path(cfg.report_dir) / "import"), features_out=cfg.out,
+        features_folder=folder, features_only=True, if_stale=cfg.if_stale,
+        overwrite=cfg.overwrite))
+    imported = result.metrics["features"]
+    t_colour = time.perf_counter()
+    with StoreLock(cfg.out, stage="distill-cache"):
+        store = add_colour_basis(cfg, FeatureStoreWriter(cfg.out), FeatureStore(cfg.out),
+                                 renders)
+    metrics = {
+        "teacher": cfg.teacher,
+        "category": cfg.category,
+        "source": f"imported: {cfg.import_root} ({fmt} {folder})",
+        "objects": imported["objects"],
+        "absent_val_objects": imported["absent_val_objects"],
+        "failures": len(imported["failures"]),
+        "import_s": imported["wall_s"],
+        "colour_fit_s": time.perf_counter() - t_colour,
+        "store_mb": _du(cfg.out) / 1e6,
+        "feature_dim": imported["dim"],
+        "grid": imported["grid"],
+        **store_metrics(store, renders),
+        "stage_wall_s": time.perf_counter() - t_start,
+    }
+    write_distill_report(cfg, metrics, imported["failures"], store, renders)
+    write_json(Path(cfg.report_dir) / "metrics.json", metrics)
+    return metrics
 
 
 def _distill_locked(cfg: DistillStageConfig, renders: RenderStore) -> dict:
@@ -407,6 +506,10 @@ def _distill_locked(cfg: DistillStageConfig, renders: RenderStore) -> dict:
     store = FeatureStore(cfg.out) if complete else None
     if store is not None and todo:  # read-after-write: what this run wrote decodes and matches
         store.verify(todo)
+    t_colour = time.perf_counter()
+    if store is not None:
+        store = add_colour_basis(cfg, writer, store, renders)
+    colour_fit_s = time.perf_counter() - t_colour
     metrics = {
         "teacher": cfg.teacher,
         "category": cfg.category,
@@ -424,10 +527,11 @@ def _distill_locked(cfg: DistillStageConfig, renders: RenderStore) -> dict:
         "grid": list(writer.group["feat"].shape[2:4]),
         "stage_wall_s": time.perf_counter() - t_start,
         "verify_s": renders.verify_s + resume_verify_s,
+        "colour_fit_s": colour_fit_s,
     }
     metrics["writer_processes"] = len({r["worker"] for r in results if r["ok"]})
     if store is not None:
-        metrics.update(feature_stats(store, renders))
+        metrics.update(store_metrics(store, renders))
     write_json(Path(cfg.report_dir) / "writers.json", writer_records(results, renders.object_ids))
     write_distill_report(cfg, metrics, failures, store, renders)
     write_json(Path(cfg.report_dir) / "metrics.json", metrics)
@@ -450,6 +554,12 @@ def _du(path: str | Path) -> int:
     return du(path)
 
 
+def store_metrics(store: FeatureStore, renders: RenderStore) -> dict:
+    """A complete store's :func:`feature_stats` and its variance kept per width."""
+    return {**feature_stats(store, renders),
+            **{f"variance_kept_{k}": v for k, v in store.variance_kept().items()}}
+
+
 def feature_stats(store: FeatureStore, renders: RenderStore, n_objects: int = 4) -> dict:
     """Norms of foreground features and the zero fraction over background cells."""
     from teachers.base import alpha_to_grid
@@ -469,46 +579,3 @@ def feature_stats(store: FeatureStore, renders: RenderStore, n_objects: int = 4)
         "bg_zero_fraction": bg_zero / bg_total if bg_total else 1.0,
         "fg_zero_fraction": float((allnorms == 0).mean()),
     }
-
-
-def write_distill_report(
-    cfg: DistillStageConfig,
-    metrics: dict,
-    failures: dict,
-    store: FeatureStore | None,
-    renders: RenderStore,
-) -> None:
-    """Input views beside a PCA colouring of their features, then statistics and identity."""
-    import html
-
-    from pipeline.report import png_data_uri
-
-    report = HtmlReport(f"Distill-cache report: {cfg.teacher} on {cfg.category}")
-    if failures:
-        report.heading(f"Failures ({len(failures)})")
-        report.table(["object", "reason"], [[k, v] for k, v in failures.items()])
-    if store is not None:
-        report.heading("Input views and a PCA-to-RGB colouring of their teacher features")
-        size = renders.image_size
-        for i in renders.valid_indices()[:4]:
-            views = np.linspace(0, renders.n_views - 1, 4).astype(int)
-            feats = np.stack([store.read((i, int(v))) for v in views]).astype(np.float32)
-            colours = pca_rgb(feats)
-            for k, v in enumerate(views):
-                rep = size // colours.shape[1]
-                up = np.kron(colours[k], np.ones((rep, rep, 1), np.uint8))
-                pad = np.zeros((size, size, 3), np.uint8)
-                pad[: up.shape[0], : up.shape[1]] = up[:size, :size]
-                img = np.concatenate([renders.read("rgb", (i, int(v))), pad], axis=1)
-                # encoded at 1x, shown at 2x (nearest): a 2x PNG took 4x the encoding time
-                caption = html.escape(f"{renders.object_ids[i]} view {v}")
-                report.raw(f'<div class="fig"><img src="{png_data_uri(img)}" width='
-                           f'"{2 * img.shape[1]}" height="{2 * img.shape[0]}"><div class="cap">'
-                           f'{caption}</div></div>')
-    report.heading("Statistics")
-    report.table(["metric", "value"], [[k, v] for k, v in metrics.items()])
-    if store is not None:
-        report.heading("Teacher identity (the cache key)")
-        report.table(["key", "value"], [[k, str(v)] for k, v in store.attrs["identity"].items()])
-        report.paragraph(f"render store fingerprint: {store.attrs['render_fingerprint']}")
-    report.write(Path(cfg.report_dir) / "index.html")

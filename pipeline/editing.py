@@ -26,6 +26,7 @@ import torch
 from cache.render_store import RenderStore
 from pipeline.evaluation.features import NerfRenderer, scaled_intrinsics
 from pipeline.evaluation.metrics import nearest_neighbours, transfer_labels
+from pipeline.reports.editing import write_swap_report
 
 
 def surface_points(
@@ -161,35 +162,3 @@ def swap_texture(
                           f"{store.object_ids[a]} <- {store.object_ids[b]}, part {part}, "
                           f"view {view}", n_labels=len(store.attrs.get("part_names", [])))
     return result
-
-
-def swap_panel(result: dict[str, Any], n_labels: int = 8) -> list[tuple[np.ndarray, str]]:
-    """(image, caption) pictures of a swap result at a common size."""
-    from pipeline.report import colorize_labels
-
-    h = result["before"].shape[0]
-
-    def fit(img: np.ndarray) -> np.ndarray:
-        if img.shape[0] == h:
-            return img
-        from PIL import Image
-
-        return np.asarray(Image.fromarray(img).resize((h, h), Image.BILINEAR))
-
-    mask = np.repeat(result["mask"][..., None], 3, -1).astype(np.uint8) * 255
-    return [(fit(result["input_a"]), "input A"), (fit(result["input_b"]), "input B"),
-            (result["before"], "A rendered"),
-            (colorize_labels(result["labels"], max(n_labels, 1)), "A parts (transferred)"),
-            (mask, f"swap mask ({result['n_pixels']} px)"), (result["after"], "A after swap")]
-
-
-def write_swap_report(result: dict[str, Any], path: str | Path, title: str,
-                      n_labels: int = 8) -> None:
-    """A self-contained page with the swap pictures."""
-    from pipeline.report import HtmlReport
-
-    report = HtmlReport(f"Part texture swap: {title}")
-    scale = max(1, 256 // result["before"].shape[0])
-    for img, cap in swap_panel(result, n_labels):
-        report.image(img, cap, scale=scale)
-    report.write(path)

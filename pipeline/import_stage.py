@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 
 from cache import integrity
+from cache.atomic import write_json
 from cache.render_store import RenderStore, RenderStoreWriter, StoreLayout
 from cache.zarr_io import StoreError, create_object_array
 from pipeline.executor import worker_id, writer_records
@@ -52,7 +53,7 @@ from pipeline.guards import (
     summarize_failures,
 )
 from pipeline.render_stage import PIPELINE_VERSION
-from pipeline.report import HtmlReport, colorize_labels, draw_points, palette, write_json
+from pipeline.reports.imports import write_features_report, write_import_report
 from renderers.asset import AssetError
 from renderers.categories import resolve_category
 from renderers.importers import (
@@ -96,9 +97,11 @@ class ImportStageConfig:
     if_stale: str = "fail"  # "fail" | "overwrite"
     overwrite: bool = False
     features_only: bool = False  # only the features, for the render store an import made
+    near: float | None = None  # camera near/far of the store (None: over the objects' own)
+    far: float | None = None
 
     def __post_init__(self) -> None:
-        self.category = resolve_category(self.category).name
+        self.category = resolve_category(self.category, free=True).name
         self.out = self.out or f"data/renders/{self.category}.zarr"
         self.report_dir = self.report_dir or f"reports/import/{self.category}"
         self.validate()
@@ -123,6 +126,10 @@ class ImportStageConfig:
             raise PreflightError("--features-out must differ from --out")
         if self.features_only and not self.features_out:
             raise PreflightError("--features-only needs --features-out")
+        if (self.near is None) != (self.far is None):
+            raise PreflightError("--near and --far go together; pass both or neither")
+        if self.near is not None and not 0 <= self.near < self.far:
+            raise PreflightError(f"--near {self.near} --far {self.far}: need 0 <= near < far")
 
     def source_options(self) -> dict[str, Any]:
         return {**self.options, **({"size": self.size} if self.size is not None else {})}
@@ -223,7 +230,7 @@ def plan_objects(cfg: ImportStageConfig, source: Source) -> ImportPlan:
         if cfg.objects is not None:
             models = cap_per_split(models, cfg.objects)
         return ImportPlan(models, [], f"{cfg.format} source", {}, notes)
-    synset = resolve_category(cfg.category).synset
+    synset = resolve_category(cfg.category, free=True).synset
     requested, flags, counts = read_split_json(cfg.split_file, synset)
     dropped = [r for r in requested if r[0] in INVALID_IDS]
     if dropped:
@@ -339,7 +346,7 @@ def preflight(cfg: ImportStageConfig, source: Source) -> None:
 
 def store_attrs(cfg: ImportStageConfig, plan: ImportPlan, layout: dict[str, int],
                 first_meta: dict) -> dict:
-    category = resolve_category(cfg.category)
+    category = resolve_category(cfg.category, free=True)
     n_kp = layout["n_keypoint_slots"]
     names = list(first_meta.get("keypoint_names") or [])[:n_kp]
     names += [f"kpn_{i:02d}" for i in range(len(names), n_kp)]
@@ -354,8 +361,7 @@ def store_attrs(cfg: ImportStageConfig, plan: ImportPlan, layout: dict[str, int]
         "part_names": [],
         "keypoint_names": names,
         "camera": {
-            "near": float(first_meta.get("near", 0.8)),
-            "far": float(first_meta.get("far", 1.8)),
+            **camera_near_far(cfg, {}, [first_meta]),
             "convention": "opencv c2w, pixel centres +0.5",
             "source_frame": first_meta.get("frame", cfg.options.get("frame")),
         },
@@ -369,6 +375,23 @@ def store_attrs(cfg: ImportStageConfig, plan: ImportPlan, layout: dict[str, int]
         "import_arrays": [SUMMARY, POINT_COUNT] + (
             [KP_CANDIDATES, KP_CANDIDATE_COUNT] if layout["n_kp_candidates"] else []),
     }
+
+
+def camera_near_far(cfg: ImportStageConfig, camera: dict, metas: list[dict]) -> dict:
+    """``camera`` attrs near/far: ``--near/--far`` if given, else the smallest near and the
+    largest far over the stored values and every object's ``meta`` (0.8 / 1.8 if none has
+    them), with ``near_far_source`` saying which."""
+    if cfg.near is not None:
+        return {"near": float(cfg.near), "far": float(cfg.far),
+                "near_far_source": "--near/--far"}
+    nears = [float(m["near"]) for m in metas if "near" in m]
+    fars = [float(m["far"]) for m in metas if "far" in m]
+    if camera.get("near_far_source") == "objects":
+        nears.append(float(camera["near"]))
+        fars.append(float(camera["far"]))
+    if not nears or not fars:
+        return {"near": 0.8, "far": 1.8, "near_far_source": "default (the source has none)"}
+    return {"near": min(nears), "far": max(fars), "near_far_source": "objects"}
 
 
 def ensure_import_arrays(writer: RenderStoreWriter, layout: dict[str, int]) -> list[str]:
@@ -570,10 +593,8 @@ def _features_only(cfg: ImportStageConfig, source: Source, t_start: float
     metrics = {"category": cfg.category, "format": cfg.format, "features": features,
                "objects": features["objects"], "failures": len(features["failures"]),
                "on_error": cfg.on_error, "stage_wall_s": time.perf_counter() - t_start}
-    report = HtmlReport(f"Imported features: {cfg.category} ({cfg.format} from {cfg.root})")
-    report.table(["key", "value"], [[k, str(v)] for k, v in features.items()])
     report_path = Path(cfg.report_dir) / "index.html"
-    report.write(report_path)
+    write_features_report(cfg, report_path, features)
     write_json(Path(cfg.report_dir) / "metrics.json", metrics)
     if features["failures"] and cfg.on_error == "fail":
         raise ImportFormatError(
@@ -630,6 +651,9 @@ def _import_locked(cfg: ImportStageConfig, source: Source, plan: ImportPlan,
     fingerprint = None
     try:
         extra = finalize_attrs(writer, results)
+        camera = dict(writer.group.attrs.get("camera") or {})
+        extra["camera"] = {**camera, **camera_near_far(
+            cfg, camera, [r.get("meta") or {} for r in results if r["ok"]])}
         fingerprint = writer.finalize({**extra, "skipped": skipped, "failures": failures})
     except OSError as exc:
         fatal = fatal or os_error_message(exc, "--out", cfg.out)
@@ -794,71 +818,3 @@ def import_features(cfg: ImportStageConfig, source: Source) -> dict:
             "identity": identity["name"], "redone_after_damage": len(redone),
             "wall_s": time.perf_counter() - t0}
 
-
-# ----------------------------------------------------------------------------------- report
-
-
-def write_import_report(cfg: ImportStageConfig, path: Path, metrics: dict,
-                        failures: dict[str, str], n_objects: int = 4, n_views: int = 4) -> None:
-    """Contact sheet (RGB | alpha | parts | keypoints, each when present), then which
-    annotations the source carries, failures and counts."""
-    store = RenderStore(cfg.out, allow_incomplete=True)
-    report = HtmlReport(f"Import report: {cfg.category} ({cfg.format} from {cfg.root})")
-    present = store.attrs.get("annotations_present") or {}
-    annotated = store.attrs.get("annotated_objects") or {}
-    if failures:
-        report.heading(f"Failures ({len(failures)})")
-        report.table(["object", "reason"], [[k, v] for k, v in failures.items()])
-    shown = [k for k in ("parts", "keypoints") if present.get(k)]
-    report.heading("Contact sheet: RGB | alpha" + "".join(f" | {k}" for k in shown))
-    part_names = store.attrs.get("part_names", [])
-    kp_colors = palette(max(len(store.attrs.get("keypoint_names", [])), 1), seed=3)
-    up2 = np.ones((2, 2, 1), np.uint8)
-    for i in store.valid_indices()[:n_objects]:
-        for v in np.linspace(0, store.n_views - 1, n_views).astype(int):
-            rgb = store.read("rgb", (i, v))
-            tiles = [np.kron(rgb, up2), np.kron(np.repeat(store.read("alpha", (i, v))[..., None],
-                                                          3, -1), up2)]
-            if present.get("parts"):
-                tiles.append(np.kron(colorize_labels(store.read("part", (i, v)),
-                                                     max(1, len(part_names))), up2))
-            if present.get("keypoints"):
-                vis = store.read("kp_visible", (i, v))
-                ids = store.read("kp_id", i)[vis]
-                tiles.append(draw_points(rgb, store.read("kp2d", (i, v))[vis],
-                                         kp_colors[np.clip(ids, 0, len(kp_colors) - 1)]))
-            report.image(np.concatenate(tiles, axis=1),
-                         f"{store.object_ids[i]} ({store.splits[i]}) view {v}")
-    report.heading("Annotations the source carries")
-    n_done = len(store.valid_indices())
-    report.table(["annotation", "present", "objects with it", "stored as"], [
-        [k, "yes" if present.get(k) else "NO", f"{len(annotated.get(k, []))} / {n_done}",
-         {"depth": "depth", "parts": "part (+ point_part)", "keypoints": "kp3d, kp_id, kp2d, "
-          "kp_visible", "points": "points, point_part"}[k]
-         + ("" if present.get(k) else " (fill values)")] for k in ANNOTATIONS])
-    if not all(present.get(k) for k in ANNOTATIONS):
-        report.paragraph("Arrays of absent annotations hold the store's fill values; later "
-                         "stages read annotations_present and say so instead of scoring them.")
-    checks = metrics.get("checks") or {}
-    if checks:
-        report.heading("Convention checks")
-        report.table(["check", "value"], [[k, str(v)] for k, v in checks.items()])
-    if metrics.get("notes"):
-        report.heading("Notes")
-        for note in metrics["notes"]:
-            report.paragraph(note)
-    report.heading("Counts and timings")
-    report.table(["metric", "value"], [[k, v] for k, v in metrics.items()
-                                       if not isinstance(v, dict | list)])
-    splits = store.splits
-    report.table(["split", "objects"], [[s, splits.count(s)] for s in SPLITS])
-    if metrics.get("features"):
-        report.heading("Features")
-        report.table(["key", "value"], [[k, str(v)] for k, v in metrics["features"].items()])
-    report.heading("Store")
-    report.table(["key", "value"], [
-        ["path", cfg.out], ["views x size", f"{store.n_views} x {store.image_size}"],
-        ["source", f"{cfg.format}: {cfg.root}"], ["split", str(cfg.split_file or "source's")],
-        ["camera", str(store.attrs.get("camera"))],
-        ["fingerprint", str(metrics.get("fingerprint"))]])
-    report.write(path)

@@ -6,6 +6,7 @@ Left/right follow the object's own view: the object faces -Z with +Y up, so its 
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 
@@ -152,11 +153,20 @@ EXTRA_SYNSETS: dict[str, str] = {
 }
 
 
-def resolve_category(name_or_synset: str) -> Category:
+#: a free category name (imported and mesh-folder sources): lower-case, starts with a letter
+FREE_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,63}$")
+#: store ``source`` attrs whose category is a free name (the store's own, not the table's)
+FREE_SOURCES = ("meshes", "import-")
+
+
+def resolve_category(name_or_synset: str, *, free: bool = False) -> Category:
     """Return the category for a name (``chair``) or synset id (``03001627``).
 
+    ``free``: an unknown name matching :data:`FREE_NAME` is its own category (no synset, part
+    or keypoint names), for imported and mesh-folder sources.
+
     Raises:
-        KeyError: with the list of valid names when the category is unknown.
+        KeyError: with the list of valid names when the category is unknown (and not free).
     """
     key = name_or_synset.strip().lower()
     if key in CATEGORIES:
@@ -170,5 +180,27 @@ def resolve_category(name_or_synset: str) -> Category:
             key if key in EXTRA_SYNSETS else next(s for s, n in EXTRA_SYNSETS.items() if n == key)
         )
         return Category(EXTRA_SYNSETS[synset], synset, (), ())
+    if free and FREE_NAME.match(key):
+        return Category(key, "", (), ())
     valid = ", ".join(f"{c.name} ({c.synset})" for c in CATEGORIES.values())
-    raise KeyError(f"unknown category {name_or_synset!r}; valid categories: {valid}")
+    hint = (f"; a free name (imported or mesh-folder data) must match {FREE_NAME.pattern}"
+            if free else "")
+    raise KeyError(f"unknown category {name_or_synset!r}; valid categories: {valid}{hint}")
+
+
+def is_free_source(source: str) -> bool:
+    """Whether a store ``source`` attr (``meshes``, ``import-srn``, ...) takes free names."""
+    return any(source == s or (s.endswith("-") and source.startswith(s)) for s in FREE_SOURCES)
+
+
+def check_store_category(name: str, attrs: dict, where: str) -> None:
+    """A free (unknown) category is only valid for a store of an imported or mesh-folder
+    source that was made under that name; raises KeyError naming the store otherwise."""
+    if resolve_category(name, free=True).synset:
+        return
+    source, stored = str(attrs.get("source", "")), str(attrs.get("category", ""))
+    if not is_free_source(source):
+        resolve_category(name)  # the table's error: procedural / shapenet need a known name
+    if stored != name:
+        raise KeyError(f"{where} holds category {stored!r}, not {name!r}; pass --category "
+                       f"{stored} (or the store made for {name!r})")

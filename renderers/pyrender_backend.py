@@ -178,6 +178,7 @@ class PyrenderRenderer:
     def _offscreen(self, size: int):
         """This process's OffscreenRenderer at ``size`` (framebuffers resize, the context stays)."""
         if self._renderer is None:
+            _load_triton_before_gl()
             try:
                 self._renderer = self._offscreen_cls(size, size)
             except Exception as exc:
@@ -279,6 +280,20 @@ class PyrenderRenderer:
         if self._renderer is not None:
             self._renderer.delete()
             self._renderer = None
+
+
+def _load_triton_before_gl() -> None:
+    """Load triton (if installed) before the first EGL context of this process.
+
+    triton bundles its own LLVM; loaded *after* Mesa's llvmpipe has set up a context (as
+    ``import torchvision.ops`` or a timm teacher does), the process segfaults (measured: rc 139,
+    torch 2.14 / Mesa llvmpipe). Loaded first, both work. Matters wherever one process renders
+    and then runs a teacher or the trainer: a dask worker, a test session, a notebook.
+    """
+    try:
+        import triton  # noqa: F401
+    except ImportError:
+        pass
 
 
 def _gl_error_line(exc: BaseException) -> str:

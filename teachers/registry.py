@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import json
+import re
 from typing import Any
 
 from teachers.base import Teacher, TeacherError
@@ -42,11 +43,42 @@ _CLASSES: dict[str, tuple[str, str]] = {
     ),
 }
 
-TEACHERS: dict[str, str] = {name: desc for name, (_, desc) in _CLASSES.items()}
+#: teachers whose features are imported from a dataset's own cache, not computed:
+#: name -> (import format, features folder, one-line description)
+IMPORTED_TEACHERS: dict[str, tuple[str, str, str]] = {
+    "official-dino": (
+        "official",
+        "dino_feat_256",
+        "the FeatureNeRF authors' DINO features (dino_feat_256/) of the official data, "
+        "imported, not computed (render.source: import, render.import_format: official)",
+    ),
+}
+
+TEACHERS: dict[str, str] = {
+    **{name: desc for name, (_, desc) in _CLASSES.items()},
+    **{name: desc for name, (_, _, desc) in IMPORTED_TEACHERS.items()},
+}
+
+
+def teacher_label(name: str, model_id: str | None = None) -> str:
+    """The teacher's name in default paths and run names (``data/features/<label>/...``,
+    ``runs/<category>-<label>``): the registered name, except that the generic ``timm``
+    teacher is ``timm-<slug of the model id>`` (its default model's when ``model_id`` is None),
+    so that two timm models never share a cache. Presets such as ``dino`` keep their name."""
+    if name != "timm":
+        return name
+    from teachers.timm_teacher import DEFAULT_MODEL
+
+    slug = re.sub(r"[^a-z0-9._-]+", "-", (model_id or DEFAULT_MODEL).lower()).strip("-.")
+    return f"timm-{slug}" if slug else "timm"
 
 
 def teacher_class(name: str) -> type[Teacher]:
     """The Teacher subclass registered as ``name``."""
+    if name in IMPORTED_TEACHERS:
+        raise TeacherError(f"{name} is not a model: its features are imported from the "
+                           f"{IMPORTED_TEACHERS[name][0]} data (distill-cache --teacher {name} "
+                           "--import-format ... --import-root ROOT)")
     if name not in _CLASSES:
         valid = ", ".join(sorted(_CLASSES))
         raise TeacherError(f"unknown teacher {name!r}; valid names: {valid}")

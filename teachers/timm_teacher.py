@@ -59,6 +59,8 @@ _WRAPPER_KEYS = ("teacher", "model", "state_dict", "model_state", "module", "stu
 _PREFIXES = ("module.", "backbone.", "_orig_mod.", "model.", "encoder.")
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)
 _IMAGENET_STD = (0.229, 0.224, 0.225)
+#: the model ``--teacher timm`` builds without ``--model-id``
+DEFAULT_MODEL = "vit_small_patch14_reg4_dinov2.lvd142m"
 
 
 # ------------------------------------------------------------------------- weight files
@@ -269,7 +271,7 @@ class TimmTeacher(Teacher):
 
     def __init__(
         self,
-        model_name: str = "vit_small_patch14_reg4_dinov2.lvd142m",
+        model_name: str = DEFAULT_MODEL,
         weights: str | os.PathLike | None = None,
         layer: int | None = None,
         facet: str | None = None,

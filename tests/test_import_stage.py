@@ -68,6 +68,23 @@ def test_registry_and_lazy_modules(monkeypatch):
         load_source("ghost")
 
 
+def test_free_category_names_only_for_imported_and_mesh_stores():
+    from renderers.categories import check_store_category, resolve_category
+
+    assert resolve_category("my-scans", free=True).synset == ""
+    assert resolve_category("03001627", free=True).name == "chair"  # synsets still resolve
+    with pytest.raises(KeyError, match="unknown category 'my-scans'; valid categories: chair"):
+        resolve_category("my-scans")
+    with pytest.raises(KeyError, match="a free name .* must match"):
+        resolve_category("my scans!", free=True)
+    check_store_category("my-scans", {"source": "import-srn", "category": "my-scans"}, "s.zarr")
+    check_store_category("chair", {"source": "procedural", "category": "chair"}, "s.zarr")
+    with pytest.raises(KeyError, match="unknown category 'my-scans'"):
+        check_store_category("my-scans", {"source": "procedural", "category": "chair"}, "s.zarr")
+    with pytest.raises(KeyError, match="s.zarr holds category 'mugs', not 'my-scans'"):
+        check_store_category("my-scans", {"source": "meshes", "category": "mugs"}, "s.zarr")
+
+
 def fake_module(sizes: dict[str, int], depth: bool = True) -> types.ModuleType:
     """A source without scan_layout or features (like SRN / DVR): 4 views per object."""
     from renderers.cameras import CameraRig, fixed_eval_poses, intrinsics
@@ -322,3 +339,28 @@ def test_imported_store_trains_and_evaluates_on_the_official_pairs(tmp_path):
     assert pairs["source"] == "split-json"
     assert (pairs["cross_instance"], pairs["cross_view"]) == (1, 1)  # view 48 of 8: dropped
     assert pairs["dropped"]["view"] == 1
+
+
+def test_evaluate_reads_an_imports_own_arrays_unpadded_and_verified(data, tmp_path):
+    """Object 1 of the fixture has 37 labelled points, stored padded to 40: the 3D task reads
+    the 37 (a padded set would count repeated points twice in the part mIoU), and a damaged
+    importer array is an error before anything is scored."""
+    import zarr
+
+    from cache.render_store import RenderStore
+    from cache.zarr_io import StoreError
+    from pipeline.evaluation.stage import SourcePoints, verified_points
+    from pipeline.import_stage import run_import_stage
+
+    store = RenderStore(run_import_stage(cfg_for(tmp_path, "official", data)).store)
+    every = list(range(len(store.object_ids)))
+    points = verified_points(store, every)
+    assert isinstance(points, SourcePoints)
+    assert store.read("points", 1).shape == (40, 3) and points.read("points", 1).shape == (37, 3)
+    assert points.read("point_part", 1).shape == (37,) and points.n_views == store.n_views
+    pts = np.load(data / "part_3d_anno" / SYNSET / f"{store.object_ids[1]}.npz")["pts"]
+    assert len(pts) == 37
+    group = zarr.open_group(store.path, mode="r+")
+    group["kp_candidates"][1] = group["kp_candidates"][1] + 1.0
+    with pytest.raises(StoreError, match="kp_candidates"):
+        verified_points(RenderStore(store.path), every)

@@ -187,6 +187,57 @@ def test_srn_registered_and_layout_mismatch(tmp_path: Path) -> None:
                            views=3)["n_views"] == 3
 
 
+@pytest.mark.parametrize(("fmt", "accepted"), [("srn", "world_scale, views, frame"),
+                                                ("dvr", "world_scale, views, frame"),
+                                                ("nerf-synthetic", "up, normalize, views")])
+def test_options_are_checked_against_the_loaders_keywords(tmp_path: Path, fmt: str,
+                                                          accepted: str) -> None:
+    """iter_objects / scan_layout come from one helper; their signatures list the loader's
+    options, so a misspelt --option is an error naming the accepted ones."""
+    from pipeline.import_stage import ImportStageConfig, check_options
+
+    cfg = ImportStageConfig(format=fmt, root=str(tmp_path), category="car",
+                            options={"frmae": "z-up"}, out=str(tmp_path / "s.zarr"))
+    with pytest.raises(ValueError, match=rf"'frmae' \(format {fmt} accepts {accepted}\)"):
+        check_options(cfg, load_source(fmt))
+    check_options(ImportStageConfig(format=fmt, root=str(tmp_path), category="car",
+                                    options={"views": 3}, size=32), load_source(fmt))
+
+
+def _move_cameras(obj_dir: Path, factor: float) -> None:
+    """Scale the camera distance of every pose file of an SRN object by ``factor``."""
+    for f in sorted((obj_dir / "pose").glob("*.txt")):
+        pose = np.array(f.read_text().split(), dtype=np.float64).reshape(4, 4)
+        pose[:3, 3] *= factor
+        f.write_text(" ".join(f"{x:.8f}" for x in pose.ravel()))
+
+
+def test_store_near_far_span_every_object_or_the_explicit_values(tmp_path: Path) -> None:
+    """Two objects at camera distances 1.3 and 2.6, rig-scaled (world_scale=rig): their near/far
+    are (0.8, 1.8) and (0.4, 0.9); the store keeps (0.4, 1.8), not the first object's."""
+    from cache.render_store import RenderStore
+    from pipeline.import_stage import ImportStageConfig, run_import_stage
+
+    make_srn(tmp_path / "srn", ids=("a1", "a2"), n_views=3)
+    _move_cameras(tmp_path / "srn" / "cars_train" / "a2", 2.0)
+
+    def camera(**kw: float) -> dict:
+        run_import_stage(ImportStageConfig(
+            format="srn", root=str(tmp_path / "srn"), category="car",
+            options={"world_scale": "rig"}, out=str(tmp_path / "s.zarr"),
+            report_dir=str(tmp_path / "rep"), if_stale="overwrite", overwrite=True, **kw))
+        return RenderStore(tmp_path / "s.zarr").attrs["camera"]
+
+    spanned = camera()
+    assert spanned["near"] == pytest.approx(0.4) and spanned["far"] == pytest.approx(1.8)
+    assert spanned["near_far_source"] == "objects"
+    explicit = camera(near=1.25, far=2.75)
+    assert (explicit["near"], explicit["far"]) == (1.25, 2.75)
+    assert explicit["near_far_source"] == "--near/--far"
+    with pytest.raises(ValueError, match="--near and --far go together"):
+        camera(near=1.0)
+
+
 def test_srn_broken_inputs(tmp_path: Path) -> None:
     make_srn(tmp_path, ids=("a1", "b2", "c3"))
     base = tmp_path / "cars_train"

@@ -177,3 +177,32 @@ def test_a_gl_context_that_stays_broken_is_renderer_unavailable(rendered, monkey
     msg = str(info.value)
     assert "\n" not in msg and "err=12296 in eglMakeCurrent" in msg and "--renderer raycast" in msg
     assert renderer.context_resets == 1  # one new context was tried
+
+
+_RENDER_THEN_TORCHVISION = """
+import sys
+import numpy as np
+import trimesh
+from renderers.base import RendererUnavailable
+from renderers.cameras import intrinsics
+from renderers.pyrender_backend import PyrenderRenderer
+from tests.conftest import make_toy_asset
+try:
+    PyrenderRenderer().render(make_toy_asset(), intrinsics(64, 50.0), np.eye(4)[None] + np.array(
+        [[[0, 0, 0, 0], [0, 0, 0, 0], [0, 0, 0, -2.0], [0, 0, 0, 0]]]), 64)
+except RendererUnavailable as exc:
+    print(exc); sys.exit(int(sys.argv[1]))
+import torchvision.ops  # loads triton, whose LLVM clashes with llvmpipe's when loaded later
+print("ok")
+"""
+
+
+def test_a_process_that_rendered_can_then_load_torchvision(tmp_path):
+    """A dask worker renders, then runs a timm teacher: the process must not segfault."""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    done = subprocess.run([sys.executable, "-c", _RENDER_THEN_TORCHVISION, str(UNAVAILABLE)],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    if done.returncode == UNAVAILABLE:
+        pytest.skip(f"pyrender/EGL unavailable: {done.stdout.strip()}")
+    assert done.returncode == 0 and done.stdout.strip().endswith("ok"), (
+        f"rc {done.returncode}: {done.stderr[-2000:]}")

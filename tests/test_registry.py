@@ -10,7 +10,7 @@ from teachers.registry import TEACHERS, build_teacher, canonical_json, teacher_k
 
 
 def test_listing_and_unknown_name() -> None:
-    assert set(TEACHERS) == {"effnet", "dino", "ldm", "daisy", "oracle", "timm"}
+    assert set(TEACHERS) == {"effnet", "dino", "ldm", "daisy", "oracle", "timm", "official-dino"}
     assert all(isinstance(d, str) and d for d in TEACHERS.values())
     with pytest.raises(TeacherError, match="daisy, dino, effnet, ldm, oracle"):
         build_teacher("clip")

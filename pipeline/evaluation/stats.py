@@ -350,16 +350,17 @@ DVC_HEADLINE = {"kp_pck5": "kp PCK@5", "part_miou": "part mIoU"}
 
 
 def dvc_headline(table: Mapping[str, Any], metric: str) -> dict[str, float | None]:
-    """student minus teacher_2d and minus pixelNeRF, with 95% interval bounds, on the headline
-    (first) task: six short keys, so ``dvc metrics show`` stays within 120 columns."""
+    """student minus teacher_2d (``teacher``) and minus pixelNeRF (``pnerf``), with 95% interval
+    bounds (``_lo``/``_hi``), on the headline (first) task, to 3 decimals: six short keys, so
+    ``dvc metrics show`` stays within 120 columns (tests/test_stats.py runs it)."""
     task = table["tasks"][0] if table["tasks"] else None
     cell = table["metrics"].get(metric, {}).get(task, {})
     out: dict[str, float | None] = {}
-    for kind, short in (("teacher_2d", "teacher"), ("pixelnerf_internal", "pixelnerf")):
+    for kind, short in (("teacher_2d", "teacher"), ("pixelnerf_internal", "pnerf")):
         claim = next((c for c in cell.get("claims", []) if c["kind"] == kind), None)
         for suffix, key in (("", "mean"), ("_lo", "ci_lo"), ("_hi", "ci_hi")):
             value = _finite_or_none(claim[key]) if claim else None
-            out[short + suffix] = None if value is None else round(float(value), 4)
+            out[short + suffix] = None if value is None else round(float(value), 3)
     return out
 
 

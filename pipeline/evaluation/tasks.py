@@ -365,6 +365,7 @@ class NvsResult:
     rows: list[dict[str, Any]] = field(default_factory=list)
     skipped: dict[str, str] = field(default_factory=dict)
     visuals: list[dict[str, Any]] = field(default_factory=list)
+    colour_bases: dict[str, str] = field(default_factory=dict)  # method / teacher -> its basis
 
     def summary(self) -> dict[str, dict[str, float]]:
         out = {}
@@ -397,16 +398,18 @@ def run_nvs(
     """Render ``views`` of each object from its ``input_view`` image with every renderer.
 
     Pictures per object: GT row, then per method RGB and a PCA colouring of the internal
-    feature (joint over the object's views, background = opacity < 0.5 zeroed), plus the
-    teacher's maps of the GT views when ``teacher`` is given.
+    feature (background = opacity < 0.5 zeroed; one basis per method, fitted on all the views
+    of all ``objects``, so colours compare across objects), plus the teacher's maps of the GT
+    views when ``teacher`` is given (the store's category basis; without one, a basis fitted
+    on all the teacher maps shown). ``NvsResult.colour_bases`` says which.
     """
-    from pipeline.reports.features import pca_rgb
 
     res = NvsResult(list(renderers))
     score_lpips, reason = lpips_scorer(lpips_device)
     if score_lpips is None:
         res.skipped["lpips"] = reason
     total, done = len(objects) * len(renderers) * len(views), 0
+    features: dict[str, list[np.ndarray]] = {}  # method / "teacher" -> per object (V, h, w, C)
     for obj in objects:
         gts = {v: store.read("rgb", (obj, v)).astype(np.float32) / 255.0 for v in views}
         visual: dict[str, Any] = {"object": obj, "input_view": input_view, "views": list(views),
@@ -428,9 +431,34 @@ def run_nvs(
                 done += 1
                 if progress:
                     progress("nvs views", done, total)
-            visual["methods"][name] = {"rgb": rgbs, "pca": list(pca_rgb(np.stack(internals))),
+            features.setdefault(name, []).append(np.stack(internals))
+            visual["methods"][name] = {"rgb": rgbs,
                                        "psnr": [r["psnr"] for r in res.rows[-len(views):]]}
         if teacher is not None:
-            visual["teacher_pca"] = list(pca_rgb(np.stack([teacher.raw(obj, v) for v in views])))
+            features.setdefault("teacher", []).append(
+                np.stack([teacher.raw(obj, v) for v in views]))
         res.visuals.append(visual)
+    colour_nvs(res, features, teacher)
     return res
+
+
+def colour_nvs(res: NvsResult, features: dict[str, list[np.ndarray]],
+               teacher: TeacherSource | None) -> None:
+    """Fill ``res.visuals``' PCA colourings from ``features`` (method or ``"teacher"`` -> one
+    (V, h, w, C) stack per visual): one basis per method over all its shown views; the
+    teacher's in the store's category basis when it has one. Records each in ``colour_bases``."""
+    from pipeline.reports.features import ColourBasis, fit_colour_basis, pca_rgb
+
+    stored = ColourBasis.of_store(teacher.features) if teacher is not None else None
+    for name, stacks in features.items():
+        use_stored = name == "teacher" and stored is not None
+        basis = stored if use_stored else fit_colour_basis(np.stack(stacks))
+        res.colour_bases[name] = ("the feature store's category basis (fitted on train "
+                                  "objects at distill time)" if use_stored else
+                                  "one basis fitted on all the views shown for it")
+        for visual, stack in zip(res.visuals, stacks, strict=True):
+            colours = list(pca_rgb(stack, basis))
+            if name == "teacher":
+                visual["teacher_pca"] = colours
+            else:
+                visual["methods"][name]["pca"] = colours

@@ -18,6 +18,10 @@ Every source is a module with (see :data:`IMPORTERS`):
   ``feature_identity(root, category, dim, grid, **options) -> dict``: cached teacher features
   the source ships (``import --features-out``).
 
+A source read one object folder at a time gets both functions from
+:func:`importer_functions` (its ``load_object`` ends in :func:`finish_object`), as the srn,
+dvr and nerf-synthetic importers do.
+
 An :class:`ImportedObject` is in the project's conventions (docs/contracts.md): OpenCV cameras
 with pixel centres at +0.5, world = ShapeNet v2 axes (+Y up, -Z front); per-source conversions
 live in :mod:`renderers.conventions`. Keypoints use the store's slot layout: slot ``p`` holds
@@ -27,15 +31,18 @@ semantic id ``p`` (``kp_id[p] == p``) or nothing (``kp_id[p] == -1``).
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable, Iterator
+import inspect
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import numpy as np
+from PIL import Image
 
 from renderers.asset import AssetError
+from renderers.conventions import world_frame
 
 #: format name -> "module:function" of its ``iter_objects`` (list_objects & co. sit beside it)
 IMPORTERS: dict[str, str] = {
@@ -45,6 +52,11 @@ IMPORTERS: dict[str, str] = {
     "nerf-synthetic": "renderers.importers.nerf_synthetic:iter_objects",
 }
 SPLITS = ("train", "val", "test")
+PROJECT_DISTANCE = 1.3  # the project rig's camera distance (world_scale="rig")
+PROJECT_NEAR, PROJECT_FAR = 0.8, 1.8
+CV_CONVENTION = "opencv c2w, pixel centres +0.5"
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+WorldScale = float | str
 
 
 class ImportFormatError(AssetError):
@@ -261,7 +273,7 @@ def load_source(name: str) -> Source:
 def read_png_rgba(path: str | Path, what: str = "") -> np.ndarray:
     """(H, W, 4) uint8 of an 8-bit PNG with an alpha channel (palette / LA images are
     converted); a missing, unreadable or alpha-less file is an ImportFormatError naming it."""
-    from PIL import Image, UnidentifiedImageError
+    from PIL import UnidentifiedImageError
 
     where = f"{path}{f' ({what})' if what else ''}"
     try:
@@ -374,8 +386,338 @@ def slot_keypoints(ids: np.ndarray, xyz: np.ndarray, n_slots: int | None = None
     return values, kp_id, dropped
 
 
+# ------------------------------------------------- shared helpers of the srn / dvr / nerf sources
+
+
+def select(available: Callable[[], list[tuple[str, str]]], split: str | None,
+           object_ids: Sequence[str] | None, objects: Sequence[tuple[str, str]] | None,
+           where: str) -> list[tuple[str, str]]:
+    """What to read: ``objects`` as given (a missing one fails when it is loaded, naming it),
+    else ``available()`` filtered by split and ``object_ids`` (unknown ids raise
+    ImportFormatError naming them)."""
+    if split not in (None, "all") and split not in SPLITS:
+        raise ImportFormatError(f"unknown split {split!r}; use one of {', '.join(SPLITS)}")
+    if objects is not None:  # the stage's protocol: one object per call, no listing
+        return [(str(o), str(s)) for o, s in objects]
+    out = [(o, s) for o, s in available() if split in (None, "all") or s == split]
+    if object_ids is not None:
+        wanted = [str(i) for i in object_ids]
+        missing = sorted(set(wanted) - {o for o, _ in out})
+        if missing:
+            raise ImportFormatError(f"{where}: no object(s) {', '.join(missing)}"
+                                    + (f" in split {split}" if split else ""))
+        keep = set(wanted)
+        out = [(o, s) for o, s in out if o in keep]
+    return out
+
+
+def view_subset(n: int, views: int | None, where: str) -> np.ndarray:
+    """Indices of ``views`` views evenly spaced over ``n`` (all when None or equal)."""
+    if views is None or int(views) == n:
+        return np.arange(n)
+    views = int(views)
+    if not 1 <= views <= n:
+        raise ImportFormatError(f"{where}: {n} views, cannot take views={views}")
+    return np.unique(np.round(np.linspace(0, n - 1, views)).astype(np.int64))
+
+
+def layout_from(counts: dict[int, str], hw: tuple[int, int] | None, size: int | None,
+                hint: str) -> dict[str, int]:
+    """scan_layout's result from {view count: an object having it} and the first image size
+    (``image_size`` only for square images or a given ``size``; no keypoints, points or
+    candidates in these formats)."""
+    if len(counts) > 1:
+        desc = ", ".join(f"{n} ({o})" for n, o in sorted(counts.items()))
+        raise ImportFormatError(f"the objects have different view counts: {desc}; a store "
+                                f"holds one count: pass {hint} (evenly spaced views)")
+    out = {"n_keypoint_slots": 0, "n_points": 0, "n_kp_candidates": 0}  # none in these formats
+    if counts:
+        out["n_views"] = next(iter(counts))
+    if size is not None:
+        out["image_size"] = int(size)
+    elif hw is not None and hw[0] == hw[1]:
+        out["image_size"] = int(hw[0])
+    return out
+
+
+def _decode(path: str | Path, what: str, convert: Callable[[Image.Image], Any]) -> Any:
+    """``convert(image)`` of an image file; a missing or undecodable file is an
+    ImportFormatError naming it (``what``: "image", "mask")."""
+    path = Path(path)
+    if not path.is_file():
+        raise ImportFormatError(f"missing {what} {path}")
+    try:
+        with Image.open(path) as im:
+            im.load()
+            return convert(im)
+    except (OSError, ValueError, Image.DecompressionBombError) as exc:
+        raise ImportFormatError(f"cannot decode {what} {path}: {exc}") from None
+
+
+def _rgba_of(im: Image.Image) -> tuple[np.ndarray, bool]:
+    if im.mode in ("I;16", "I;16B", "I;16L", "I"):
+        arr = np.asarray(im, dtype=np.float64)
+        arr = np.clip(arr / (257.0 if arr.max() > 255 else 1.0), 0, 255).astype(np.uint8)
+        im = Image.fromarray(arr)
+    rgba = np.asarray(im.convert("RGBA"), dtype=np.uint8)
+    return rgba, "A" in im.getbands() or "transparency" in im.info
+
+
+def read_image(path: str | Path) -> tuple[np.ndarray, bool]:
+    """(H, W, 4) uint8 RGBA of an image file and whether it has a non-constant alpha channel."""
+    rgba, has_alpha = _decode(path, "image", _rgba_of)
+    a = rgba[..., 3]
+    return rgba, bool(has_alpha and a.min() != a.max())
+
+
+def read_mask(path: str | Path) -> np.ndarray:
+    """(H, W) uint8 mask image: its first channel (the alpha of an RGBA image whose colour is
+    all black); 0/1 masks are scaled to 0/255."""
+    arr = _decode(path, "mask", lambda im: np.asarray(
+        im.convert("RGBA") if im.mode not in ("L", "I;16", "I") else im))
+    if arr.ndim == 3:
+        arr = arr[..., 3] if arr[..., :3].max() == 0 else arr[..., 0]
+    arr = np.asarray(arr, dtype=np.float64)
+    if arr.max() > 255:
+        arr = arr / 257.0
+    elif arr.max() == 1:
+        arr = arr * 255.0
+    return np.clip(np.round(arr), 0, 255).astype(np.uint8)
+
+
+def over_black(rgb: np.ndarray, alpha: np.ndarray,
+               background: Sequence[float] | None) -> np.ndarray:
+    """(H, W, 3) uint8 colour premultiplied over black.
+
+    ``background`` None: ``rgb`` is straight (unassociated) colour, result ``rgb * a``.
+    Otherwise ``rgb`` was composited over ``background`` (3,) and the result is
+    ``rgb - (1 - a) * background`` (exact for a correct alpha; binary alphas zero the background).
+    """
+    if background is None:  # FeatureNeRF's rgba2rgb arithmetic (truncation), as the stage's
+        return composite_over_black(np.concatenate([rgb, alpha[..., None]], axis=-1))[0]
+    a = alpha.astype(np.float32)[..., None] / 255.0
+    out = rgb.astype(np.float32) - (1.0 - a) * np.asarray(background, np.float32)
+    return np.clip(np.round(out), 0, 255).astype(np.uint8)
+
+
+def stack_views(rgbs: list[np.ndarray], alphas: list[np.ndarray],
+                paths: Sequence[Path | str]) -> tuple[np.ndarray, np.ndarray]:
+    """(V,H,W,3), (V,H,W) stacks; views of another size raise ImportFormatError naming the file."""
+    shape = rgbs[0].shape
+    for r, p in zip(rgbs, paths, strict=True):
+        if r.shape != shape:
+            raise ImportFormatError(f"image {p} is {r.shape[1]}x{r.shape[0]}, the object's "
+                                    f"first view {paths[0]} is {shape[1]}x{shape[0]}; all views "
+                                    "must share a size")
+    return np.stack(rgbs), np.stack(alphas)
+
+
+def resize_views(rgb: np.ndarray, alpha: np.ndarray, K: np.ndarray, size: int | None
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict | None]:
+    """Resize (V,H,W,3) premultiplied rgb and (V,H,W) alpha to ``size x size``; K (V,3,3) rows
+    0/1 scale by size/W and size/H (exact with pixel edges at integers). Box filter down,
+    bilinear up. Returns (rgb, alpha, K, resize meta or None)."""
+    h, w = rgb.shape[1:3]
+    if size is None or (h, w) == (size, size):
+        return rgb, alpha, K.astype(np.float64), None
+    if size <= 0:
+        raise ImportFormatError(f"size must be positive, not {size}")
+    method = Image.Resampling.BOX if size <= min(h, w) else Image.Resampling.BILINEAR
+    out_rgb = np.stack([np.asarray(Image.fromarray(v).resize((size, size), method)) for v in rgb])
+    out_a = np.stack([np.asarray(Image.fromarray(v).resize((size, size), method)) for v in alpha])
+    sx, sy = size / w, size / h
+    K = np.asarray(K, np.float64) * np.array([[sx], [sy], [1.0]])
+    info = {"from": [h, w], "to": [size, size], "sx": sx, "sy": sy,
+            "filter": "box" if method == Image.Resampling.BOX else "bilinear",
+            "aspect_changed": bool(abs(sx - sy) > 1e-9)}
+    return out_rgb, out_a, K, info
+
+
+def resolve_scale(world_scale: WorldScale, c2w_src: np.ndarray,
+                  centre: np.ndarray | None = None) -> float:
+    """A numeric world scale; ``"rig"`` = 1.3 / mean camera distance to ``centre``."""
+    if isinstance(world_scale, str) and world_scale != "rig":
+        try:
+            world_scale = float(world_scale)
+        except ValueError:
+            raise ImportFormatError(f"world_scale must be a number or 'rig', not "
+                                    f"{world_scale!r}") from None
+    if world_scale == "rig":
+        c = np.zeros(3) if centre is None else centre
+        d = float(np.linalg.norm(c2w_src[:, :3, 3] - c, axis=-1).mean())
+        if not d > 0:
+            raise ImportFormatError("world_scale='rig': every camera sits at the object centre")
+        return PROJECT_DISTANCE / d
+    s = float(world_scale)
+    if not (np.isfinite(s) and s > 0):
+        raise ImportFormatError(f"world_scale must be positive, not {world_scale!r}")
+    return s
+
+
+def frame_rotation(frame: str) -> np.ndarray:
+    """(3, 3) rotation of a named world frame (``renderers.conventions.world_frame``)."""
+    try:
+        return np.asarray(world_frame(str(frame)), np.float64)[:3, :3]
+    except ValueError as exc:
+        raise ImportFormatError(str(exc)) from None
+
+
+def to_object_frame(c2w_src: np.ndarray, rotation: np.ndarray, scale: float,
+                    centre: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Map (V,4,4) OpenCV c2w from a source world to the object frame
+    ``p_obj = scale * R @ (p_src - centre)``; returns (rigid c2w (V,4,4), 4x4 object_from_source).
+    The camera frame (and so K) is unchanged: pixels project identically."""
+    c = np.zeros(3) if centre is None else np.asarray(centre, np.float64)
+    r = np.asarray(rotation, np.float64)
+    out = np.tile(np.eye(4), (len(c2w_src), 1, 1))
+    out[:, :3, :3] = r @ c2w_src[:, :3, :3]
+    out[:, :3, 3] = scale * (c2w_src[:, :3, 3] - c) @ r.T
+    m = np.eye(4)
+    m[:3, :3] = scale * r
+    m[:3, 3] = -scale * r @ c
+    return out, m
+
+
+def camera_summary(c2w: np.ndarray, K: np.ndarray, width: int, near_far: tuple[float, float],
+                   near_far_source: str) -> dict[str, Any]:
+    """``meta["camera"]``: camera distance to the origin, mean horizontal fov, near/far (object
+    units), whether the project's 0.8/1.8 brackets them, and the convention."""
+    d = np.linalg.norm(c2w[:, :3, 3], axis=-1)
+    fov = np.rad2deg(np.arctan2(K[:, 0, 2], K[:, 0, 0])
+                     + np.arctan2(width - K[:, 0, 2], K[:, 0, 0]))
+    near, far = float(near_far[0]), float(near_far[1])
+    return {
+        "distance": float(d.mean()), "distance_min": float(d.min()),
+        "distance_max": float(d.max()), "fov_deg": float(fov.mean()),
+        "near": near, "far": far, "near_far_source": near_far_source,
+        "fits_project_near_far": bool(near >= PROJECT_NEAR - 1e-6 and far <= PROJECT_FAR + 1e-6),
+        "convention": CV_CONVENTION,
+    }
+
+
+def empty_view_warnings(alpha: np.ndarray, views: Sequence[str]) -> list[str]:
+    """One warning per view whose alpha is all zero."""
+    empty = np.flatnonzero(alpha.reshape(len(alpha), -1).max(axis=1) == 0)
+    return [f"view {views[i]}: no foreground pixel" for i in empty]
+
+
+def make_imported(object_id: str, split: str, rgb: np.ndarray, alpha: np.ndarray, K: np.ndarray,
+                  c2w: np.ndarray, meta: dict) -> ImportedObject:
+    """Build and validate the ``ImportedObject`` (store dtypes; no depth, parts, keypoints).
+    ``meta["near"]``/``["far"]`` (read by the import stage) mirror ``meta["camera"]``."""
+    meta = {**meta, "near": meta["camera"]["near"], "far": meta["camera"]["far"]}
+    return ImportedObject(
+        object_id=str(object_id), split=split,
+        rgb=np.ascontiguousarray(rgb, dtype=np.uint8),
+        alpha=np.ascontiguousarray(alpha, dtype=np.uint8),
+        K=np.asarray(K, dtype=np.float32), c2w=np.asarray(c2w, dtype=np.float32),
+        depth=None, part=None, kp3d=None, kp_id=None, kp2d=None, kp_visible=None,
+        points=None, point_part=None, meta=meta,
+    ).validate()
+
+
+def check_rigid(m: np.ndarray, what: str) -> np.ndarray:
+    """``m`` (4, 4) if it is a finite rigid transform, else ImportFormatError naming ``what``."""
+    m = np.asarray(m, dtype=np.float64)
+    if m.shape != (4, 4):
+        raise ImportFormatError(f"{what}: shape {m.shape}, expected a 4x4 camera matrix")
+    if not np.isfinite(m).all():
+        raise ImportFormatError(f"{what}: non-finite values in the camera matrix")
+    if np.abs(m[3] - [0, 0, 0, 1]).max() > 1e-4:
+        raise ImportFormatError(f"{what}: last row {m[3].tolist()} is not [0, 0, 0, 1]")
+    r = m[:3, :3]
+    if np.abs(r @ r.T - np.eye(3)).max() > 1e-3 or np.linalg.det(r) < 0:
+        raise ImportFormatError(f"{what}: the 3x3 block is not a rotation (det "
+                                f"{np.linalg.det(r):.4g}); expected a rigid camera-to-world")
+    return m
+
+
+#: per-object view lister of a source: ``(object_id, split) -> (view count, a reader of the
+#: first image's (height, width), the object's location for messages)``
+ViewLister = Callable[[str, str], tuple[int, Callable[[], tuple[int, int]], str]]
+
+
+def importer_functions(load_object: Callable[..., ImportedObject],
+                       list_objects: Callable[..., list[tuple[str, str]]],
+                       views_of: Callable[[str | Path, str], ViewLister], where: str
+                       ) -> tuple[Callable[..., Iterator[ImportedObject]], Callable[..., dict]]:
+    """``(iter_objects, scan_layout)`` of a source (the protocol above) from its loader
+    ``load_object(root, category, object_id, split, size, **options)``, its ``list_objects``
+    and ``views_of(root, category)`` (a :data:`ViewLister`). Both functions declare
+    ``load_object``'s keyword-only options in their signature (the stage checks ``--option``
+    keys against it); ``where`` names the root in messages (e.g. ``"SRN root"``)."""
+    options = [p for p in inspect.signature(load_object).parameters.values()
+               if p.kind is p.KEYWORD_ONLY]
+
+    def iter_objects(root: str | Path, category: str, split: str | None = None,
+                     object_ids: Sequence[str] | None = None, size: int | None = None, *,
+                     objects: Sequence[tuple[str, str]] | None = None, **opts: Any
+                     ) -> Iterator[ImportedObject]:
+        """Yield objects one at a time: ``objects`` [(id, split)] in that order with those
+        splits, else those of ``list_objects`` (of ``split``; only ``object_ids`` if given)."""
+        todo = select(lambda: list_objects(root, category), split, object_ids, objects,
+                      f"{where} {root}")
+        for oid, s in todo:
+            yield load_object(root, category, oid, s, size, **opts)
+
+    def scan_layout(root: str | Path, category: str, objects: Sequence[tuple[str, str]],
+                    size: int | None = None, *, views: int | None = None, **opts: Any
+                    ) -> dict[str, int]:
+        """The store layout (``n_views``, ``image_size``, zero keypoint slots / points /
+        candidates) from the file lists and the first image's header (no image decoded).
+
+        Raises:
+            ImportFormatError: if the objects have different view counts (SRN test objects
+                have 251 views, train 50: pass ``views``).
+        """
+        per_object = views_of(root, category)
+        counts: dict[int, str] = {}
+        hw = None
+        for oid, s in objects:
+            n, read_hw, at = per_object(oid, s)
+            counts.setdefault(len(view_subset(n, views, at)), oid)
+            if hw is None:
+                hw = read_hw()
+        return layout_from(counts, hw, size, "--option views=N")
+
+    names = {p.name for p in options}
+    for fn in (iter_objects, scan_layout):
+        sig = inspect.signature(fn)
+        fixed = [p for p in sig.parameters.values()
+                 if p.kind is not p.VAR_KEYWORD and p.name not in names]
+        fn.__signature__ = sig.replace(parameters=fixed + options)  # type: ignore[attr-defined]
+    return iter_objects, scan_layout
+
+
+def image_hw(path: str | Path) -> tuple[int, int]:
+    """(height, width) from an image file's header."""
+    try:
+        with Image.open(path) as im:
+            return im.height, im.width
+    except (OSError, ValueError) as exc:
+        raise ImportFormatError(f"cannot read image {path}: {exc}") from None
+
+
+def finish_object(object_id: str, split: str, rgb: np.ndarray, alpha: np.ndarray, K: np.ndarray,
+                  c2w: np.ndarray, meta: dict, size: int | None, near_far: tuple[float, float],
+                  near_far_source: str) -> ImportedObject:
+    """The common tail of the srn / dvr / nerf-synthetic loaders: views resized to ``size``
+    (``meta["resize"]``, unless the loader resized them already), ``meta["camera"]``
+    (:func:`camera_summary` with ``near_far`` in object units and where they come from),
+    empty-view warnings before the loader's own, then the validated :func:`make_imported`."""
+    rgb, alpha, K, resized = resize_views(rgb, alpha, K, size)
+    meta["resize"] = meta.get("resize") or resized
+    meta["camera"] = camera_summary(c2w, K, rgb.shape[2], near_far, near_far_source)
+    meta["warnings"] = empty_view_warnings(alpha, meta["views"]) + meta.get("warnings", [])
+    return make_imported(object_id, split, rgb, alpha, K, c2w, meta)
+
+
 __all__ = [
-    "IMPORTERS", "ImportFormatError", "ImportedObject", "Source", "area_downsample",
-    "composite_over_black", "downsample_factor", "load_source", "nearest_downsample",
-    "read_png_rgba", "resize_object", "slot_keypoints",
+    "IMAGE_SUFFIXES", "IMPORTERS", "SPLITS", "ImportFormatError", "ImportedObject", "Source",
+    "ViewLister", "WorldScale", "area_downsample", "camera_summary", "check_rigid",
+    "composite_over_black", "downsample_factor", "empty_view_warnings", "finish_object",
+    "frame_rotation", "image_hw", "importer_functions", "layout_from", "load_source",
+    "make_imported", "nearest_downsample", "over_black", "read_image", "read_mask",
+    "read_png_rgba", "resize_object", "resize_views", "resolve_scale", "select",
+    "slot_keypoints", "stack_views", "to_object_frame", "view_subset",
 ]

@@ -38,30 +38,27 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
 from renderers.conventions import V1_TO_PROJECT
-from renderers.importers import ImportedObject, ImportFormatError
-from renderers.importers.srn import (
+from renderers.importers import (
     IMAGE_SUFFIXES,
     SPLITS,
+    ImportedObject,
+    ImportFormatError,
     WorldScale,
-    camera_summary,
-    empty_view_warnings,
+    finish_object,
     frame_rotation,
-    layout_from,
-    make_imported,
+    image_hw,
+    importer_functions,
     over_black,
     read_image,
     read_mask,
-    resize_views,
     resolve_scale,
-    select,
     stack_views,
     to_object_frame,
     view_subset,
@@ -325,52 +322,23 @@ def load_object(
                         "project's unit bbox diagonal",
         "alpha": "; ".join(sorted(methods)),
     }
-    rgb, alpha, K, meta["resize"] = resize_views(rgb, alpha, K, size)
-    near, far = DVR_NEAR_FAR[0] * scale, DVR_NEAR_FAR[1] * scale
-    meta["camera"] = camera_summary(c2w, K, rgb.shape[2], (near, far),
-                                    "pixelNeRF DVRDataset (1.2/4.0)")
-    meta["warnings"] = empty_view_warnings(alpha, meta["views"])
-    return make_imported(object_id, split or own_split, rgb, alpha, K, c2w, meta)
+    return finish_object(object_id, split or own_split, rgb, alpha, K, c2w, meta, size,
+                         (DVR_NEAR_FAR[0] * scale, DVR_NEAR_FAR[1] * scale),
+                         "pixelNeRF DVRDataset (1.2/4.0)")
 
 
-def iter_objects(
-    root: str | Path,
-    category: str,
-    split: str | None = None,
-    object_ids: Sequence[str] | None = None,
-    size: int | None = None,
-    *,
-    objects: Sequence[tuple[str, str]] | None = None,
-    world_scale: WorldScale = 1.0,
-    views: int | None = None,
-    frame: str = "shapenet-v1",
-) -> Iterator[ImportedObject]:
-    """Yield objects one at a time: ``objects`` [(id, split)] in that order with those splits,
-    else those of :func:`list_objects` (of ``split``; only ``object_ids`` if given)."""
-    todo = select(lambda: list_objects(root, category), split, object_ids, objects,
-                  f"DVR root {root}")
-    for oid, s in todo:
-        yield load_object(root, category, oid, s, size, world_scale=world_scale, views=views,
-                          frame=frame)
-
-
-def scan_layout(root: str | Path, category: str, objects: Sequence[tuple[str, str]],
-                size: int | None = None, *, world_scale: WorldScale = 1.0,
-                views: int | None = None, frame: str = "shapenet-v1") -> dict[str, int]:
-    """The store layout (``n_views``, ``image_size``, zero keypoints / points) from each
-    ``cameras.npz`` and the first image's header.
-
-    Raises:
-        ImportFormatError: if the objects have different view counts (pass ``views``).
-    """
+def _views_of(root: str | Path, category: str) -> Callable[[str, str], tuple]:
+    """The :data:`renderers.importers.ViewLister` of a DVR root: each ``cameras.npz`` and the
+    first image's header."""
     cat_dir = category_dir(root, category)
-    counts: dict[int, str] = {}
-    hw = None
-    for oid, _ in objects:
-        npz = cat_dir / oid / "cameras.npz"
-        cam_ids, images, _ = _view_files(cat_dir / oid, _read_npz(npz), npz)
-        counts.setdefault(len(view_subset(len(cam_ids), views, str(cat_dir / oid))), oid)
-        if hw is None:
-            with Image.open(images[cam_ids[0]]) as im:
-                hw = (im.height, im.width)
-    return layout_from(counts, hw, size, "--option views=N")
+
+    def per_object(object_id: str, _split: str) -> tuple:
+        obj_dir = cat_dir / object_id
+        npz = obj_dir / "cameras.npz"
+        cam_ids, images, _ = _view_files(obj_dir, _read_npz(npz), npz)
+        return len(cam_ids), lambda: image_hw(images[cam_ids[0]]), str(obj_dir)
+
+    return per_object
+
+
+iter_objects, scan_layout = importer_functions(load_object, list_objects, _views_of, "DVR root")

@@ -39,29 +39,27 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
 from scipy import ndimage
 
 from renderers.conventions import GL_CV_FLIP
-from renderers.importers import ImportedObject, ImportFormatError
-from renderers.importers.srn import (
+from renderers.importers import (
     IMAGE_SUFFIXES,
     SPLITS,
-    camera_summary,
+    ImportedObject,
+    ImportFormatError,
     check_rigid,
-    empty_view_warnings,
-    layout_from,
-    make_imported,
+    finish_object,
+    image_hw,
+    importer_functions,
     over_black,
     read_image,
     read_mask,
     resize_views,
-    select,
     stack_views,
     to_object_frame,
     view_subset,
@@ -427,55 +425,29 @@ def load_object(
     meta["object_radius"] = radius
     meta["object_scale"] = (f"capture units x {scale:.6g}; visual-hull radius {radius:.4g} "
                             f"({'masks' if use_masks else 'frusta only, no masks'})")
-    near, far = max(float(d.min()) - radius, 1e-3), float(d.max()) + radius
-    meta["camera"] = camera_summary(c2w, K, rgb.shape[2], (near, far),
-                                    "visual hull: distance_min - radius, distance_max + radius")
-    meta["warnings"] = empty_view_warnings(alpha, meta["views"])
     if radius == 0.0:
-        meta["warnings"].append("empty visual hull: the masks do not agree with the cameras")
-    return make_imported(object_id, split or own_split, rgb, alpha, K, c2w, meta)
+        meta["warnings"] = ["empty visual hull: the masks do not agree with the cameras"]
+    return finish_object(object_id, split or own_split, rgb, alpha, K, c2w, meta, None,
+                         (max(float(d.min()) - radius, 1e-3), float(d.max()) + radius),
+                         "visual hull: distance_min - radius, distance_max + radius")
 
 
-def iter_objects(
-    root: str | Path,
-    category: str,
-    split: str | None = None,
-    object_ids: Sequence[str] | None = None,
-    size: int | None = None,
-    *,
-    objects: Sequence[tuple[str, str]] | None = None,
-    up: str = "+z",
-    normalize: str = "rig",
-    views: int | None = None,
-) -> Iterator[ImportedObject]:
-    """Yield captures one at a time: ``objects`` [(name, split)] in that order with those
-    splits, else those of :func:`list_objects` (of ``split``; only ``object_ids`` if given)."""
-    todo = select(lambda: list_objects(root, category), split, object_ids, objects,
-                  f"capture root {root}")
-    for oid, s in todo:
-        yield load_object(root, category, oid, s, size, up=up, normalize=normalize, views=views)
-
-
-def scan_layout(root: str | Path, category: str, objects: Sequence[tuple[str, str]],
-                size: int | None = None, *, up: str = "+z", normalize: str = "rig",
-                views: int | None = None) -> dict[str, int]:
-    """The store layout (``n_views``, ``image_size``, zero keypoints / points) from the
-    transforms files and the first image's header.
-
-    Raises:
-        ImportFormatError: if the captures have different frame counts (pass ``views``).
-    """
+def _views_of(root: str | Path, category: str) -> Callable[[str, str], tuple]:
+    """The :data:`renderers.importers.ViewLister` of a capture root: the transforms files and
+    the first image's header."""
     index = _index(root)
-    counts: dict[int, str] = {}
-    hw = None
-    for oid, _ in objects:
-        if oid not in index:
-            raise ImportFormatError(f"no capture {oid!r} under {root}")
-        frames, _, _ = _frames(index[oid][0])
-        counts.setdefault(len(view_subset(len(frames), views, str(index[oid][0]))), oid)
-        if hw is None:
-            fr = frames[0]
-            path = _image_path(index[oid][0], str(fr["file_path"]), str(fr["_file"]))
-            with Image.open(path) as im:
-                hw = (im.height, im.width)
-    return layout_from(counts, hw, size, "--option views=N")
+
+    def per_object(object_id: str, _split: str) -> tuple:
+        if object_id not in index:
+            raise ImportFormatError(f"no capture {object_id!r} under {root}")
+        folder = index[object_id][0]
+        frames, _, _ = _frames(folder)
+        first = frames[0]
+        return len(frames), lambda: image_hw(_image_path(folder, str(first["file_path"]),
+                                                         str(first["_file"]))), str(folder)
+
+    return per_object
+
+
+iter_objects, scan_layout = importer_functions(load_object, list_objects, _views_of,
+                                               "capture root")

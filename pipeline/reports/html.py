@@ -1,11 +1,11 @@
-"""Self-contained HTML stage reports (images inlined as base64 PNG, no CDN) and atomic writes."""
+"""Shared helpers of the stage reports: self-contained HTML pages (images inlined as base64
+PNG, no CDN), colourings and legends."""
 
 from __future__ import annotations
 
 import base64
 import html
 import io
-import json
 from pathlib import Path
 from typing import Any
 
@@ -22,13 +22,6 @@ font-size:13px;text-align:right}th{background:#f3f3f3}td.l,th.l{text-align:left}
 img{image-rendering:pixelated;margin:2px;border:1px solid #eee}.cap{font-size:12px;color:#555}
 .bad{color:#b00}.fig{display:inline-block;vertical-align:top;margin:4px}
 """
-
-
-def write_json(path: str | Path, obj: Any) -> None:
-    """Atomically write pretty JSON."""
-    atomic_write_bytes(
-        path, (json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n").encode()
-    )
 
 
 def png_data_uri(image: np.ndarray, scale: int = 1) -> str:

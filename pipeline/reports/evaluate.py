@@ -18,7 +18,7 @@ import numpy as np
 
 from cache.render_store import RenderStore
 from pipeline.evaluation.tasks import NvsResult, TaskResult
-from pipeline.report import HtmlReport, colorize_labels, draw_points, legend_html, palette
+from pipeline.reports.html import HtmlReport, colorize_labels, draw_points, legend_html, palette
 
 TASK_TITLES = {
     "cross_instance": "2D cross-instance (keypoints and parts)",
@@ -168,6 +168,10 @@ def _upscale(img: np.ndarray, size: int) -> np.ndarray:
 
 def add_nvs(report: HtmlReport, nvs: NvsResult, store: RenderStore) -> None:
     """Per object: input and GT views; per method RGB and feature PCA; teacher PCA."""
+    if nvs.colour_bases:
+        report.paragraph("PCA colours (the same basis in every object below): " + "; ".join(
+            f"{'teacher PCA' if k == 'teacher' else k + ' internal PCA'}: {v}"
+            for k, v in nvs.colour_bases.items()) + ".")
     for vis in nvs.visuals:
         size = store.image_size
         s = _scale(size)
@@ -231,7 +235,7 @@ def write_evaluate_report(
 ) -> None:
     """Write index.html (see module doc); ``headline`` (stats.headline_table per protocol)
     goes first, before any picture."""
-    from pipeline.editing import swap_panel
+    from pipeline.reports.editing import swap_panel
 
     n_parts = len(store.attrs.get("part_names", [])) or 8
     report = HtmlReport(f"Evaluate report: {cfg.category} / {Path(cfg.report_dir).name}")
