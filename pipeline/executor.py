@@ -16,9 +16,12 @@ import os
 import socket
 import sys
 from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 from tqdm import tqdm
+
+from cache.atomic import write_json
 
 #: seconds to wait for a scheduler's first worker before giving up with a clear error
 WORKER_WAIT_S = 60.0
@@ -126,3 +129,16 @@ def writer_records(results: Sequence[dict], object_ids: Sequence[str] | None = N
                                                  else str(r["index"])),
              "ok": bool(r.get("ok")), "worker": r.get("worker"),
              "dask_worker": r.get("dask_worker")} for r in results]
+
+
+def write_stage_outputs(report_dir: str | Path, results: Sequence[dict], metrics: dict,
+                        write_report: Callable[[Path], None]) -> Path:
+    """An object stage's outputs in ``report_dir``: ``writers.json`` (who wrote each object),
+    the report (``write_report(report_dir / "index.html")``) and ``metrics.json``; returns the
+    report's path."""
+    report_dir = Path(report_dir)
+    write_json(report_dir / "writers.json", writer_records(results))
+    report_path = report_dir / "index.html"
+    write_report(report_path)
+    write_json(report_dir / "metrics.json", metrics)
+    return report_path

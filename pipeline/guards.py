@@ -163,6 +163,16 @@ def require_some(n_done: int, what: str, failures: dict[str, str]) -> None:
         raise StoreError(f"0 {what} were written{': ' + reasons if reasons else ''}")
 
 
+def stop_on_failure(stage: str, fatal: str | None, n_new: int, n_done: int, category: str,
+                    failures: dict[str, str], report_path: str | Path) -> None:
+    """End an object stage with one error: a fatal failure (naming how many new objects were
+    written and the report), or no usable object at all (:func:`require_some`)."""
+    if fatal:
+        raise StoreError(f"{stage} stopped after {n_new} new object(s): {fatal} "
+                         f"(report: {report_path})")
+    require_some(n_done, f"{category} objects", failures)
+
+
 def summarize_failures(failures: dict[str, str], limit: int = 3) -> str:
     """Identical reasons once each, with their count and a few object ids."""
     by_reason: dict[str, list[str]] = {}

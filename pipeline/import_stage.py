@@ -40,7 +40,7 @@ from cache import integrity
 from cache.atomic import write_json
 from cache.render_store import RenderStore, RenderStoreWriter, StoreLayout
 from cache.zarr_io import StoreError, create_object_array
-from pipeline.executor import worker_id, writer_records
+from pipeline.executor import worker_id, write_stage_outputs
 from pipeline.guards import (
     PreflightError,
     check_image_size,
@@ -49,7 +49,7 @@ from pipeline.guards import (
     is_fatal_os_error,
     os_error_message,
     redo_damaged,
-    require_some,
+    stop_on_failure,
     summarize_failures,
 )
 from pipeline.render_stage import PIPELINE_VERSION
@@ -65,6 +65,7 @@ from renderers.importers import (
     load_source,
     resize_object,
 )
+from renderers.shapenet import pair_counts
 
 IMPORT_VERSION = "1"
 ANNOTATIONS = ("depth", "parts", "keypoints", "points")
@@ -203,12 +204,7 @@ def read_split_json(path: str | Path, synset: str) -> tuple[list[tuple[str, str]
                     seen.add(str(oid))
                     pairs.append((str(oid), split))
         flags = data.get("valid_flags_for_test", {}) or {}
-        counts: dict[str, int] = {}
-        for p in data.get("cross_inst_pairs", []):
-            for k in ("src", "trg"):
-                counts[str(p[k])] = counts.get(str(p[k]), 0) + 1
-        for p in data.get("cross_view_pairs", []):
-            counts[str(p["model_id"])] = counts.get(str(p["model_id"]), 0) + 1
+        counts = pair_counts(data)
     except (OSError, ValueError, AttributeError, TypeError, KeyError) as exc:
         raise ImportFormatError(f"--split {path}: cannot read it ({type(exc).__name__}: {exc}); "
                                 "expected a FeatureNeRF <synset>.json with train/val/test id "
@@ -684,14 +680,10 @@ def _import_locked(cfg: ImportStageConfig, source: Source, plan: ImportPlan,
             fatal = os_error_message(exc, "--features-out", cfg.features_out)
     elif cfg.features_out:
         metrics["features"] = {"skipped": "the render store is not complete"}
-    write_json(Path(cfg.report_dir) / "writers.json", writer_records(results))
-    report_path = Path(cfg.report_dir) / "index.html"
-    write_import_report(cfg, report_path, metrics, failures)
-    write_json(Path(cfg.report_dir) / "metrics.json", metrics)
-    if fatal:
-        raise StoreError(f"import stopped after {len(ok)} new object(s): {fatal} "
-                         f"(report: {report_path})")
-    require_some(n_done, f"{cfg.category} objects", failures)
+    report_path = write_stage_outputs(
+        cfg.report_dir, results, metrics,
+        lambda path: write_import_report(cfg, path, metrics, failures))
+    stop_on_failure("import", fatal, len(ok), n_done, cfg.category, failures, report_path)
     feat_fail = (metrics.get("features") or {}).get("failures") or {}
     if (failures or feat_fail) and cfg.on_error == "fail":
         raise ImportFormatError(

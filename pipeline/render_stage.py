@@ -10,10 +10,9 @@ from pathlib import Path
 
 import numpy as np
 
-from cache.atomic import write_json
 from cache.render_store import RenderStoreWriter, StoreLayout
 from cache.zarr_io import StoreError
-from pipeline.executor import run_tasks, writer_records
+from pipeline.executor import run_tasks, write_stage_outputs
 from pipeline.guards import (
     PreflightError,
     check_image_size,
@@ -23,7 +22,7 @@ from pipeline.guards import (
     is_fatal_os_error,
     os_error_message,
     redo_damaged,
-    require_some,
+    stop_on_failure,
 )
 from pipeline.reports.render import write_render_report
 from renderers.asset import AssetError
@@ -436,14 +435,11 @@ def _render_locked(cfg: RenderStageConfig, category, plan: PlannedObjects, n_kp:
     metrics["objects_redone_after_damage"] = len(redone)
     metrics["verify_s"] = verify_s
     metrics["writer_processes"] = len({r.get("worker") for r in ok})
-    write_json(Path(cfg.report_dir) / "writers.json", writer_records(results))
-    report_path = Path(cfg.report_dir) / "index.html"
-    write_render_report(cfg, report_path, metrics, failures)
-    write_json(Path(cfg.report_dir) / "metrics.json", metrics)
-    if fatal:
-        raise StoreError(f"render stopped after {len(ok)} new object(s): {fatal} "
-                         f"(report: {report_path})")
-    require_some(metrics["objects"], f"{cfg.category} objects", failures)
+    report_path = write_stage_outputs(
+        cfg.report_dir, results, metrics,
+        lambda path: write_render_report(cfg, path, metrics, failures))
+    stop_on_failure("render", fatal, len(ok), metrics["objects"], cfg.category, failures,
+                    report_path)
     return RenderStageResult(metrics, failures, str(cfg.out), str(report_path))
 
 

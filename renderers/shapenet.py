@@ -536,12 +536,17 @@ def _pair_counts(split_file: Path, synset: str) -> dict[str, int]:
         split_file = split_file / f"{synset}.json"
     if split_file.suffix != ".json" or not split_file.is_file():
         return {}
-    data = json.loads(split_file.read_text())
+    return pair_counts(json.loads(split_file.read_text()))
+
+
+def pair_counts(split: dict) -> dict[str, int]:
+    """Object id -> how often it appears in the evaluation pairs of a parsed FeatureNeRF
+    ``<synset>.json`` (``cross_inst_pairs`` src and trg, ``cross_view_pairs`` model_id)."""
     counts: dict[str, int] = {}
-    for p in data.get("cross_inst_pairs", []):
+    for p in split.get("cross_inst_pairs", []):
         for k in ("src", "trg"):
             counts[str(p[k])] = counts.get(str(p[k]), 0) + 1
-    for p in data.get("cross_view_pairs", []):
+    for p in split.get("cross_view_pairs", []):
         counts[str(p["model_id"])] = counts.get(str(p["model_id"]), 0) + 1
     return counts
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import os
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -168,6 +169,15 @@ def resolve_dtype(dtype: str, device: str) -> str:
     if dtype not in ("fp32", "fp16", "bf16"):
         raise TeacherError(f"dtype must be one of auto, fp32, fp16, bf16; got {dtype!r}")
     return dtype
+
+
+def forward_in_batches(rgb: np.ndarray, batch_size: int, run: Callable[[np.ndarray], Any]
+                       ) -> np.ndarray:
+    """``run`` over ``rgb`` (B, H, W, 3) in slices of at most ``batch_size`` images; each call
+    returns a (b, h, w, C) tensor, concatenated to a (B, h, w, C) numpy array."""
+    chunks = [run(rgb[start : start + batch_size]).cpu().numpy()
+              for start in range(0, len(rgb), batch_size)]
+    return np.concatenate(chunks, axis=0)
 
 
 class Teacher(ABC):

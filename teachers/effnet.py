@@ -33,7 +33,14 @@ from typing import Any
 
 import numpy as np
 
-from teachers.base import Teacher, TeacherError, TeacherInput, resolve_device, resolve_dtype
+from teachers.base import (
+    Teacher,
+    TeacherError,
+    TeacherInput,
+    forward_in_batches,
+    resolve_device,
+    resolve_dtype,
+)
 from teachers.effnet_weights import TFLITE_MEAN, TFLITE_STD, TIMM_NAME, load_effnet_lite0_state
 
 #: timm feature index -> (stride, channels) of tf_efficientnet_lite0
@@ -196,8 +203,5 @@ class EffNetTeacher(Teacher):
         return torch.cat(out, dim=1).permute(0, 2, 3, 1)
 
     def _features(self, batch: TeacherInput) -> np.ndarray:
-        chunks = []
-        for start in range(0, batch.batch_size, self.batch_size):
-            x = self.preprocess(batch.rgb[start : start + self.batch_size])
-            chunks.append(self.forward_tensor(x).cpu().numpy())
-        return np.concatenate(chunks, axis=0)
+        return forward_in_batches(batch.rgb, self.batch_size,
+                                  lambda x: self.forward_tensor(self.preprocess(x)))

@@ -48,6 +48,7 @@ from teachers.base import (
     Teacher,
     TeacherError,
     TeacherInput,
+    forward_in_batches,
     resolve_device,
     resolve_dtype,
     sha256_file,
@@ -413,8 +414,5 @@ class LdmTeacher(Teacher):
         )
 
     def _features(self, batch: TeacherInput) -> np.ndarray:
-        chunks = []
-        for start in range(0, batch.batch_size, self.batch_size):
-            x = self.preprocess(batch.rgb[start : start + self.batch_size])
-            chunks.append(self.forward_tensor(x, batch.category).cpu().numpy())
-        return np.concatenate(chunks, axis=0)
+        return forward_in_batches(batch.rgb, self.batch_size, lambda x: self.forward_tensor(
+            self.preprocess(x), batch.category))

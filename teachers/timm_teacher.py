@@ -46,6 +46,7 @@ from teachers.base import (
     Teacher,
     TeacherError,
     TeacherInput,
+    forward_in_batches,
     hub_cache_sha256,
     resolve_device,
     resolve_dtype,
@@ -451,24 +452,21 @@ class TimmTeacher(Teacher):
     def grid(self) -> tuple[int, int]:
         return self.input_size // self.patch_size[0], self.input_size // self.patch_size[1]
 
-    def _vit_identity(self) -> dict[str, Any]:
-        """The identity of a ViT facet (the keys of the dino teacher's identity)."""
+    def _model_identity(self, **family_keys: Any) -> dict[str, Any]:
+        """The base identity, the model / weights / layer / input / normalisation keys, the
+        family's own ``family_keys``, the seed of random weights and any model kwargs."""
         ident = self._base_identity()
         ident.update(
             model=self.model_name,
             weights=self.weights_id,
             weights_sha256=self.weights_sha256,
             layer=self.layer,
-            facet=self.facet,
-            channel_order="head-major" if self.facet != "token" else "embed",
             input_size=self.input_size,
             resize="bilinear",
             antialias=self.antialias,
-            stride=self.patch_size[0],
             normalize={"mean": list(self.mean), "std": list(self.std)},
-            prefix_tokens="dropped",
-            pos_interp=self.pos_interp,
             dtype=self.dtype,
+            **family_keys,
         )
         if self.weights_id == "random":
             ident["seed"] = self.seed
@@ -476,31 +474,22 @@ class TimmTeacher(Teacher):
             ident["model_kwargs"] = {k: self.model_kwargs[k] for k in sorted(self.model_kwargs)}
         return ident
 
+    def _vit_identity(self) -> dict[str, Any]:
+        """The identity of a ViT facet (the keys of the dino teacher's identity)."""
+        return self._model_identity(
+            facet=self.facet,
+            channel_order="head-major" if self.facet != "token" else "embed",
+            stride=self.patch_size[0],
+            prefix_tokens="dropped",
+            pos_interp=self.pos_interp,
+        )
+
     def identity(self) -> dict[str, Any]:
         if self.family == "vit":
-            ident = self._vit_identity()
-            ident.update(family="vit", num_prefix_tokens=self.num_prefix_tokens)
-            return ident
-        ident = self._base_identity()
-        ident.update(
-            model=self.model_name,
-            family="convnet",
-            weights=self.weights_id,
-            weights_sha256=self.weights_sha256,
-            layer=self.layer,
-            stage_module=self.module_name,
-            input_size=self.input_size,
-            resize="bilinear",
-            antialias=self.antialias,
-            stride=self.stride,
-            normalize={"mean": list(self.mean), "std": list(self.std)},
-            dtype=self.dtype,
-        )
-        if self.weights_id == "random":
-            ident["seed"] = self.seed
-        if self.model_kwargs:
-            ident["model_kwargs"] = {k: self.model_kwargs[k] for k in sorted(self.model_kwargs)}
-        return ident
+            return {**self._vit_identity(), "family": "vit",
+                    "num_prefix_tokens": self.num_prefix_tokens}
+        return self._model_identity(family="convnet", stage_module=self.module_name,
+                                    stride=self.stride)
 
     # ---------------------------------------------------------------- forward
     def preprocess(self, rgb: np.ndarray) -> Any:
@@ -581,8 +570,5 @@ class TimmTeacher(Teacher):
         return f.permute(0, 2, 3, 1)
 
     def _features(self, batch: TeacherInput) -> np.ndarray:
-        chunks = []
-        for start in range(0, batch.batch_size, self.batch_size):
-            x = self.preprocess(batch.rgb[start : start + self.batch_size])
-            chunks.append(self.forward_tensor(x).cpu().numpy())
-        return np.concatenate(chunks, axis=0)
+        return forward_in_batches(batch.rgb, self.batch_size,
+                                  lambda x: self.forward_tensor(self.preprocess(x)))
