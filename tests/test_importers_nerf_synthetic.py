@@ -16,6 +16,7 @@ from renderers.asset import AssetError
 from renderers.cameras import project
 from renderers.importers import ImportedObject, load_source
 from renderers.importers import nerf_synthetic as ns
+from tests.test_importers_srn_dvr import check_image_only_object
 
 CENTRE = np.array([0.5, -0.2, 0.3])  # the object's centre in the capture's world (z-up)
 RADIUS = 0.8  # the sphere drawn in every view (capture units)
@@ -91,16 +92,6 @@ def make_blender(folder: Path, n: tuple[int, int] = (6, 3), size: int = 32) -> d
     return cams
 
 
-def _check(obj: ImportedObject, v: int, size: int) -> None:
-    assert obj.rgb.shape == (v, size, size, 3) and obj.rgb.dtype == np.uint8
-    assert obj.alpha.shape == (v, size, size) and obj.alpha.dtype == np.uint8
-    assert obj.K.shape == (v, 3, 3) and obj.K.dtype == np.float32
-    assert obj.c2w.shape == (v, 4, 4) and obj.c2w.dtype == np.float32
-    assert obj.depth is None and obj.part is None and obj.kp3d is None and obj.points is None
-    assert obj.validate() is obj
-    json.dumps(obj.meta)  # JSON-serialisable
-
-
 def _to_obj(obj: ImportedObject, points: np.ndarray) -> np.ndarray:
     m = np.asarray(obj.meta["object_from_source"])
     return points @ m[:3, :3].T + m[:3, 3]
@@ -118,7 +109,7 @@ def test_blender_round_trip_normalisation_and_hull(tmp_path: Path) -> None:
     cams = make_blender(tmp_path / "lego")
     assert ns.list_objects(tmp_path / "lego", "toy")[0][0] == "lego"
     (obj,) = ns.iter_objects(tmp_path / "lego", "toy")
-    _check(obj, 9, 32)
+    check_image_only_object(obj, 9, 32)
     assert obj.meta["format"] == "nerf_synthetic"
     assert obj.meta["frame_split"] == ["train"] * 6 + ["test"] * 3
     assert obj.meta["views"][0] == "train/r_0.png"
@@ -157,7 +148,7 @@ def test_blender_resize_views_and_root_of_captures(tmp_path: Path) -> None:
     objs = list(ns.iter_objects(tmp_path / "root", "x", size=16, views=3,
                                 objects=[("a_cap", "train")]))
     assert [(o.object_id, o.split) for o in objs] == [("a_cap", "train")]
-    _check(objs[0], 3, 16)
+    check_image_only_object(objs[0], 3, 16)
     assert objs[0].meta["resize"]["from"] == [32, 32]
     _check_dot(objs[0])
     layout = ns.scan_layout(tmp_path / "root", "x", [("a_cap", "test"), ("b_cap", "val")])

@@ -84,13 +84,17 @@ def make_srn(root: Path, prefix: str = "cars", split: str = "train", ids: tuple[
     return poses
 
 
-def _check_arrays(obj: ImportedObject, v: int, size: int) -> None:
+def check_image_only_object(obj: ImportedObject, v: int, size: int) -> None:
+    """An imported object of an image-only source: v views of size x size RGB, alpha, K and
+    c2w with the store's dtypes, no geometry or annotations, a valid object and JSON-able meta."""
     assert obj.rgb.shape == (v, size, size, 3) and obj.rgb.dtype == np.uint8
     assert obj.alpha.shape == (v, size, size) and obj.alpha.dtype == np.uint8
     assert obj.K.shape == (v, 3, 3) and obj.K.dtype == np.float32
     assert obj.c2w.shape == (v, 4, 4) and obj.c2w.dtype == np.float32
     for name in ("depth", "part", "kp3d", "kp_id", "kp2d", "kp_visible", "points", "point_part"):
         assert getattr(obj, name) is None
+    assert obj.validate() is obj
+    json.dumps(obj.meta)  # JSON-serialisable
     assert obj.validate() is obj
     json.dumps(obj.meta)  # JSON-serialisable
     assert (obj.rgb[obj.alpha == 0] == 0).all()  # over black
@@ -114,7 +118,7 @@ def test_srn_round_trip_shapes_and_alpha(tmp_path: Path) -> None:
     objs = list(srn.iter_objects(tmp_path, "car", split="train", object_ids=["a1"]))
     assert [o.object_id for o in objs] == ["a1"]
     obj = objs[0]
-    _check_arrays(obj, 4, 32)
+    check_image_only_object(obj, 4, 32)
     r = srn.R_SRN_TO_OBJECT
     pts_obj = RNG_POINTS @ r.T
     for v, pose in enumerate(poses):
@@ -140,7 +144,7 @@ def test_srn_chairs_nesting_five_lines_rig_scale_resize_and_protocol(tmp_path: P
     (obj,) = srn.iter_objects(tmp_path / "chairs", "chair", objects=[("a1", "val")], size=16,
                               world_scale="rig", views=2)
     assert obj.split == "val" and obj.meta["source_split"] == "train"
-    _check_arrays(obj, 2, 16)
+    check_image_only_object(obj, 2, 16)
     cam = obj.meta["camera"]
     s = 1.3 / 2.0
     assert cam["distance"] == pytest.approx(1.3, abs=1e-5)
@@ -313,7 +317,7 @@ def test_dvr_round_trip_shapes_and_masks(tmp_path: Path, scale_mat: bool) -> Non
                     lists={"train": ["m1", "missing"], "test": ["m2"]})
     assert dvr.list_objects(tmp_path, "car") == [("m1", "train"), ("m2", "test")]
     (obj,) = dvr.iter_objects(tmp_path, "02958343", split="test")
-    _check_arrays(obj, 4, 32)
+    check_image_only_object(obj, 4, 32)
     assert obj.object_id == "m2" and obj.meta["alpha"] == "mask/"
     r = dvr.R_DVR_TO_OBJECT
     for v in range(4):
@@ -338,7 +342,7 @@ def test_dvr_without_masks_or_lists_rig_scale(tmp_path: Path) -> None:
 
     assert dvr.list_objects(tmp_path / "NMR" / "02958343", "car") == [("m1", hash_split("m1"))]
     (obj,) = dvr.iter_objects(tmp_path / "NMR", "car", size=16, world_scale="rig")
-    _check_arrays(obj, 4, 16)
+    check_image_only_object(obj, 4, 16)
     assert "approximate" in obj.meta["alpha"] and obj.meta["split_source"] == "hash"
     assert obj.meta["camera"]["distance"] == pytest.approx(1.3, abs=1e-5)
     s = 1.3 / 2.732
