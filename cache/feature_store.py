@@ -44,6 +44,7 @@ from cache.zarr_io import (
     short_hash,
     store_present,
     whole_shard_writes,
+    write_objects,
 )
 
 FORMAT_VERSION = 2  # 2: feat digests, zstd checksums, done_objects, render digests
@@ -149,6 +150,9 @@ class FeatureStoreWriter:
                 f"store's {arr.shape[2:]}"
             )
         views = np.asarray(views)
+        if np.array_equal(views, np.arange(arr.shape[1])):  # a whole object: one shard put
+            write_objects({"feat": arr}, index, {"feat": feat.astype(np.float16)})
+            return
         with whole_shard_writes():
             if len(views) and (np.diff(views) == 1).all():
                 arr[index, int(views[0]) : int(views[-1]) + 1] = feat.astype(np.float16)
@@ -162,8 +166,16 @@ class FeatureStoreWriter:
         if feat is None:
             feat = self.group["feat"][index]
         feat = np.asarray(feat, np.float16)
-        self.group[integrity.DIGESTS][index] = integrity.object_digests({"feat": feat}, ("feat",))
-        self.group[integrity.DONE][index] = 1
+        digests = integrity.object_digests({"feat": feat}, ("feat",))
+        write_objects({"d": self.group[integrity.DIGESTS]}, index, {"d": digests})
+        write_objects({"d": self.group[integrity.DONE]}, index, {"d": np.uint8(1)})  # last
+
+    def check_written(self, index: int) -> None:
+        """Read-after-write of object ``index``: its shard re-read against the digest just
+        written; StoreError (naming the object and the fix) if it does not decode or match."""
+        problems = self.damaged([index])
+        if problems:
+            raise StoreError(integrity.describe(problems, self.path, "distill-cache"))
 
     def damaged(self, indices: list[int]) -> list[integrity.Problem]:
         """Problems of the done objects ``indices`` (re-read against their digests)."""

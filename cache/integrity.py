@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import zarr
 
-from cache.zarr_io import exists, join
+from cache.zarr_io import exists, join, read_object
 
 DIGESTS = "digests"
 DONE = "done"
@@ -78,13 +78,13 @@ def check_object(
     """Re-read arrays ``names`` of object ``index`` and compare them with its stored digests."""
     problems = []
     try:
-        stored = group[DIGESTS][index]
+        stored = read_object(group[DIGESTS], index)
     except Exception as exc:  # noqa: BLE001 - any decode failure is a corrupt chunk
         return [Problem(index, object_id, DIGESTS, f"unreadable ({type(exc).__name__})")]
     for name in names:
         array = group[name]
         try:
-            value = array[index]
+            value = read_object(array, index)
         except Exception as exc:  # noqa: BLE001
             problems.append(Problem(index, object_id, name,
                                     f"a chunk fails its checksum ({type(exc).__name__})"))

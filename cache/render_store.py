@@ -32,7 +32,7 @@ from cache.zarr_io import (
     read_checked,
     short_hash,
     store_present,
-    whole_shard_writes,
+    write_objects,
 )
 from renderers.job import RenderedObject
 
@@ -155,11 +155,10 @@ class RenderStoreWriter:
                     f"{self.path}: object {obj.job.object_id} array {name} has shape "
                     f"{values[name].shape}, store expects {array.shape[1:]}"
                 )
-        with whole_shard_writes():
-            for name, array in arrays.items():
-                array[index] = values[name]
-        g[integrity.DIGESTS][index] = integrity.object_digests(values, CONTENT_ARRAYS)
-        g[integrity.DONE][index] = 1
+        write_objects(arrays, index, values)
+        digests = integrity.object_digests(values, CONTENT_ARRAYS)
+        write_objects({"d": g[integrity.DIGESTS]}, index, {"d": digests})
+        write_objects({"d": g[integrity.DONE]}, index, {"d": np.uint8(1)})  # last
 
     def damaged(self, indices: list[int]) -> list[integrity.Problem]:
         """Problems of the done objects ``indices`` (every array re-read against its digest)."""

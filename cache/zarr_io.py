@@ -3,6 +3,7 @@ a store live at a local path or an fsspec URL (``s3://bucket/prefix/chair.zarr``
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import os
@@ -10,13 +11,14 @@ import shutil
 import socket
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import zarr
-from zarr.codecs import ZstdCodec
+from zarr.codecs import BytesCodec, Crc32cCodec, ShardingCodec, ZstdCodec
 
 
 class StoreError(RuntimeError):
@@ -47,6 +49,172 @@ WHOLE_SHARD_WRITES = {"codec_pipeline.batch_size": 64, "array.write_empty_chunks
 def whole_shard_writes() -> Any:
     """Context manager: :data:`WHOLE_SHARD_WRITES` for the writes inside it."""
     return zarr.config.set(WHOLE_SHARD_WRITES)
+
+
+@dataclass(frozen=True)
+class ObjectEncoding:
+    """How one object's block of an array made by :func:`create_object_array` is stored: one
+    shard of per-view chunks (``sharded``) or one plain chunk, each chunk the raw C-order bytes
+    compressed by ``zstd`` (a numcodecs ``Zstd``), under ``prefix`` + the chunk key."""
+
+    prefix: str
+    sharded: bool
+    zstd: Any
+    dtype: np.dtype
+    metadata: Any
+
+    def key(self, index: int) -> str:
+        """Store key of object ``index``'s shard (or chunk)."""
+        coords = (index,) + (0,) * (len(self.metadata.shape) - 1)
+        return self.prefix + self.metadata.encode_chunk_key(coords)
+
+
+def object_encoding(array: zarr.Array) -> ObjectEncoding | None:
+    """The :class:`ObjectEncoding` of ``array`` when it has exactly the layout
+    :func:`create_object_array` makes (one shard or chunk per object; bytes + zstd codecs; a
+    crc32c shard index at the end; a little-endian or one-byte numeric dtype), else None."""
+    meta = array.metadata
+    dtype = np.dtype(array.dtype)
+    if getattr(meta, "zarr_format", None) != 3 or dtype.kind not in "biuf" or (
+            dtype.itemsize > 1 and dtype.byteorder not in ("<", "=")) or not np.little_endian:
+        return None
+    per_object = tuple(meta.shape[1:])
+    if tuple(getattr(meta.chunk_grid, "chunk_shape", ())) != (1, *per_object):
+        return None
+
+    def plain(codecs: tuple) -> ZstdCodec | None:
+        if (len(codecs) == 2 and isinstance(codecs[0], BytesCodec)
+                and (dtype.itemsize == 1 or _is_little(codecs[0]))
+                and isinstance(codecs[1], ZstdCodec)):
+            return codecs[1]
+        return None
+
+    codecs = tuple(meta.codecs)
+    sharded = len(codecs) == 1 and isinstance(codecs[0], ShardingCodec)
+    if sharded:
+        inner = codecs[0]
+        index_codecs = tuple(inner.index_codecs)
+        if (not per_object or inner.index_location.value != "end"
+                or tuple(inner.chunk_shape) != (1, 1, *per_object[1:])
+                or len(index_codecs) != 2 or not isinstance(index_codecs[0], BytesCodec)
+                or not _is_little(index_codecs[0])
+                or not isinstance(index_codecs[1], Crc32cCodec)):
+            return None
+        zstd = plain(tuple(inner.codecs))
+    else:
+        zstd = plain(codecs)
+    if zstd is None:
+        return None
+    from numcodecs import Zstd
+
+    path = array.store_path.path
+    return ObjectEncoding(f"{path}/" if path else "", sharded,
+                          Zstd(level=zstd.level, checksum=zstd.checksum), dtype, meta)
+
+
+def _is_little(codec: BytesCodec) -> bool:
+    return codec.endian is not None and codec.endian.value == "little"
+
+
+def encode_object(encoding: ObjectEncoding, value: np.ndarray) -> bytes:
+    """The stored bytes of one object's block ``value`` (the array's per-object shape and
+    dtype): the same bytes zarr writes under :func:`whole_shard_writes` (tested). A shard is
+    the zstd chunks of the views in order, then the index, (views, 2) little-endian uint64
+    (offset, length), then its crc32c (little-endian uint32)."""
+    import google_crc32c
+
+    value = np.ascontiguousarray(value, dtype=encoding.dtype)
+    if not encoding.sharded:
+        return bytes(encoding.zstd.encode(value))
+    parts = [bytes(encoding.zstd.encode(view)) for view in value]
+    lengths = np.array([len(p) for p in parts], np.uint64)
+    offsets = np.cumsum(lengths) - lengths
+    index = np.stack([offsets, lengths], axis=-1).astype("<u8").tobytes()
+    crc = np.array([google_crc32c.value(index)], "<u4").tobytes()
+    return b"".join(parts) + index + crc
+
+
+def read_object(array: zarr.Array, index: int) -> np.ndarray:
+    """``array[index]``, one object's whole block. Arrays with an :func:`object_encoding` are
+    decoded here from one get of the shard (the same values as zarr, tested): its crc32c
+    index is checked and every chunk's zstd frame checksum; a failure raises ValueError.
+    Others are read through zarr."""
+    encoding = object_encoding(array)
+    if encoding is None or 0 in array.shape[1:] or not 0 <= index < array.shape[0]:
+        return array[index]
+    import google_crc32c
+    from zarr.core.buffer import default_buffer_prototype
+    from zarr.core.sync import sync
+
+    shape, dtype = tuple(array.shape[1:]), encoding.dtype
+    found = sync(array.store_path.store.get(encoding.key(int(index)),
+                                            prototype=default_buffer_prototype()))
+    if found is None:  # never written: the fill value, as zarr reads it
+        return np.full(shape, array.fill_value, dtype)
+    raw = memoryview(found.to_bytes())
+    if not encoding.sharded:
+        return np.frombuffer(_decode(encoding, raw, "chunk"), dtype).reshape(shape).copy()
+    n_index = shape[0] * 16
+    body = len(raw) - n_index - 4
+    if body < 0:
+        raise ValueError(f"shard of {len(raw)} bytes is shorter than its index")
+    index_bytes = raw[body : body + n_index]
+    if google_crc32c.value(bytes(index_bytes)) != int.from_bytes(raw[body + n_index :],
+                                                                 "little"):
+        raise ValueError("shard index fails its crc32c checksum")
+    offsets = np.frombuffer(index_bytes, "<u8").reshape(shape[0], 2)
+    out = np.empty(shape, dtype)
+    for view, (offset, length) in enumerate(offsets.tolist()):
+        if offset == _MISSING_CHUNK:
+            out[view] = array.fill_value
+        elif offset + length > body:
+            raise ValueError(f"shard chunk {view} runs past the end of the data")
+        else:
+            chunk = _decode(encoding, raw[offset : offset + length], f"shard chunk {view}")
+            out[view] = np.frombuffer(chunk, dtype).reshape(shape[1:])
+    return out
+
+
+def _decode(encoding: ObjectEncoding, data: memoryview, what: str) -> bytes:
+    """zstd-decode one chunk (its frame checksum checked); ValueError naming it if it fails."""
+    try:
+        return encoding.zstd.decode(data)
+    except Exception as exc:  # numcodecs raises RuntimeError for a bad frame
+        raise ValueError(f"{what} fails to decode ({type(exc).__name__}: {exc})") from exc
+
+
+_MISSING_CHUNK = 2**64 - 1  # a shard index entry (offset and length) for an absent chunk
+
+
+def write_objects(arrays: Mapping[str, zarr.Array], index: int,
+                  values: Mapping[str, np.ndarray]) -> None:
+    """``arrays[name][index] = values[name]`` for every name. Arrays with an
+    :func:`object_encoding` are encoded here, one pass per object, and stored in one batch of
+    concurrent puts; others go through zarr. Measured (50 x 128 x 128 views, zarr 3.1): zarr's
+    own pipeline spends about 0.4 ms per chunk, 20 ms per per-view array and 2 ms per tiny one;
+    encoded here the stored bytes are the same."""
+    from zarr.core.buffer import default_buffer_prototype
+    from zarr.core.sync import sync
+
+    puts = []
+    with whole_shard_writes():
+        for name, array in arrays.items():
+            value = np.asarray(values[name])
+            encoding = object_encoding(array)
+            if (encoding is None or tuple(value.shape) != tuple(array.shape[1:])
+                    or 0 in value.shape):
+                array[index] = value
+                continue
+            data = encode_object(encoding, value.astype(encoding.dtype, copy=False))
+            puts.append((array.store_path.store, encoding.key(index), data))
+    if puts:
+        buffer = default_buffer_prototype().buffer
+
+        async def put_all() -> None:
+            await asyncio.gather(*(store.set(key, buffer.from_bytes(data))
+                                   for store, key, data in puts))
+
+        sync(put_all())
 
 
 def create_object_array(
@@ -292,7 +460,11 @@ def read_checked(
     lists); a chunk that fails to decode (zstd checksum, truncated shard) becomes a StoreError
     naming the store, the object (from ``object_ids``), the array and the fix."""
     try:
-        return array.oindex[selection] if orthogonal else array[selection]
+        if orthogonal:
+            return array.oindex[selection]
+        if isinstance(selection, int | np.integer):  # a whole object: one get, decoded here
+            return read_object(array, int(selection))
+        return array[selection]
     except Exception as exc:
         first = selection[0] if isinstance(selection, tuple) else selection
         where = f"at {selection}"

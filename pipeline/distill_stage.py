@@ -195,17 +195,29 @@ def fit_sample_pairs(renders: RenderStore, n_draws: int) -> list[tuple[int, int]
     return sorted({(int(rng.choice(valid)), int(rng.integers(n_views))) for _ in range(n_draws)})
 
 
-def fit_store_colour_basis(
-    store: FeatureStore, renders: RenderStore, n_draws: int
-) -> tuple[ColourBasis, np.ndarray] | None:
-    """The category colouring from the stored features of the :func:`fit_sample_pairs` views:
-    a :class:`ColourBasis` (D-space, lo/hi = 2nd/98th percentiles of the sample) and the
-    sample's spectrum (D,); None when the sample has 3 or fewer foreground cells."""
+def sample_views(renders: RenderStore, n_draws: int) -> dict[int, np.ndarray]:
+    """:func:`fit_sample_pairs` grouped: object -> its sample views (ascending objects)."""
     by_object: dict[int, list[int]] = {}
     for obj, view in fit_sample_pairs(renders, n_draws):
         by_object.setdefault(obj, []).append(view)
-    rows = np.concatenate([foreground_rows(store.read_views(obj, np.array(views)))
-                           for obj, views in by_object.items()]).astype(np.float64)
+    return {obj: np.array(views) for obj, views in by_object.items()}
+
+
+def fit_store_colour_basis(
+    store: FeatureStore, renders: RenderStore, n_draws: int,
+    known_rows: dict[int, np.ndarray] | None = None,
+) -> tuple[ColourBasis, np.ndarray] | None:
+    """The category colouring from the stored features of the :func:`fit_sample_pairs` views:
+    a :class:`ColourBasis` (D-space, lo/hi = 2nd/98th percentiles of the sample) and the
+    sample's spectrum (D,); None when the sample has 3 or fewer foreground cells.
+
+    ``known_rows``: object -> the foreground rows of its sample views, kept by this run's
+    writer from features it wrote and verified by reading back (the same values); the other
+    objects' rows are read from the store."""
+    known = known_rows or {}
+    rows = np.concatenate([
+        known[obj] if obj in known else foreground_rows(store.read_views(obj, views))
+        for obj, views in sample_views(renders, n_draws).items()]).astype(np.float64)
     if len(rows) <= 3:
         return None
     principal = principal_components(rows)
@@ -213,11 +225,12 @@ def fit_store_colour_basis(
 
 
 def add_colour_basis(cfg: DistillStageConfig, writer: FeatureStoreWriter, store: FeatureStore,
-                     renders: RenderStore) -> FeatureStore:
+                     renders: RenderStore,
+                     known_rows: dict[int, np.ndarray] | None = None) -> FeatureStore:
     """Fit and store the category colouring when the complete store lacks one; returns the
     store reopened with it."""
     fitted = None if store.colour_basis() is not None else fit_store_colour_basis(
-        store, renders, cfg.pca_fit_views)
+        store, renders, cfg.pca_fit_views, known_rows)
     if fitted is None:
         return store
     basis, variances = fitted
@@ -266,14 +279,29 @@ def prepare_store(cfg: DistillStageConfig, teacher, renders: RenderStore) -> Fea
     return writer
 
 
+@dataclass
+class StreamResult:
+    """What :func:`stream_objects` did: seconds per part (and bytes written), the objects it
+    wrote and verified by reading back, and the foreground rows of the colour-fit sample views
+    of those objects (object -> (M, D) float16)."""
+
+    timings: dict[str, float]
+    verified: set[int] = field(default_factory=set)
+    sample_rows: dict[int, np.ndarray] = field(default_factory=dict)
+
+
 def stream_objects(
     cfg: DistillStageConfig,
     teacher,
     renders: RenderStore,
     writer: FeatureStoreWriter,
     objects: list[int],
-) -> dict[str, float]:
-    """In-process reader thread -> teacher -> writer thread over ``objects``; returns timings."""
+) -> StreamResult:
+    """In-process reader thread -> teacher -> writer thread over ``objects``.
+
+    The writer thread, per finished object: one shard write, its digest and done flag, then
+    read-after-write (the shard re-read against the digest, StoreError if it differs) and the
+    object's colour-fit sample rows, so none of that waits for the last object."""
     from tqdm import tqdm
 
     pairs = [(o, v) for o in objects for v in range(renders.n_views)]
@@ -283,6 +311,8 @@ def stream_objects(
     to_teacher: queue.Queue = queue.Queue(maxsize=3)
     to_writer: queue.Queue = queue.Queue(maxsize=3)
     timings = {"read": 0.0, "teacher": 0.0, "write": 0.0, "bytes": 0.0}
+    result = StreamResult(timings)
+    sample = sample_views(renders, cfg.pca_fit_views)
     errors: list[BaseException] = []
 
     def reader() -> None:
@@ -314,6 +344,10 @@ def stream_objects(
                         whole = np.concatenate(pending.pop(obj))
                         writer.write_views(obj, all_views, whole)
                         writer.mark_done(obj, whole)
+                        writer.check_written(obj)
+                        result.verified.add(obj)
+                        if obj in sample:
+                            result.sample_rows[obj] = foreground_rows(whole[sample[obj]])
                 timings["write"] += time.perf_counter() - t0
                 timings["bytes"] += feat.size * 2
         except BaseException as exc:
@@ -344,7 +378,7 @@ def stream_objects(
         bar.close()
     if errors:
         raise errors[0]
-    return timings
+    return result
 
 
 def distill_object_task(index: int, cfg: DistillStageConfig) -> dict:
@@ -354,8 +388,9 @@ def distill_object_task(index: int, cfg: DistillStageConfig) -> dict:
         teacher = get_teacher(cfg.teacher, cfg.teacher_options)
         renders = RenderStore(cfg.renders)
         writer = FeatureStoreWriter(cfg.out)
-        timings = stream_objects(cfg, teacher, renders, writer, [index])
-        return {"index": index, "ok": True, "timings": timings, "wall": time.perf_counter() - t0}
+        streamed = stream_objects(cfg, teacher, renders, writer, [index])
+        return {"index": index, "ok": True, "timings": streamed.timings,
+                "verified": sorted(streamed.verified), "wall": time.perf_counter() - t0}
     except Exception as exc:
         return {
             "index": index,
@@ -466,7 +501,8 @@ def _distill_locked(cfg: DistillStageConfig, renders: RenderStore) -> dict:
     redo = redo_damaged(writer, [i for i in expected if done[i]])
     resume_verify_s = time.perf_counter() - t_verify
     todo = [i for i in expected if not done[i] or i in redo]
-    timings = {"read": 0.0, "teacher": 0.0, "write": 0.0, "bytes": 0.0}
+    streamed = StreamResult({"read": 0.0, "teacher": 0.0, "write": 0.0, "bytes": 0.0})
+    timings = streamed.timings
     failures: dict[str, str] = {}
     fatal: str | None = None
     t_run = time.perf_counter()
@@ -484,11 +520,13 @@ def _distill_locked(cfg: DistillStageConfig, renders: RenderStore) -> dict:
             if r["ok"]:
                 for k, v in r["timings"].items():
                     timings[k] += v
+                streamed.verified.update(r["verified"])
             else:
                 failures[renders.object_ids[r["index"]]] = r["error"]
     elif todo:
         try:
-            timings = stream_objects(cfg, teacher, renders, writer, todo)
+            streamed = stream_objects(cfg, teacher, renders, writer, todo)
+            timings = streamed.timings
         except OSError as exc:  # full disk, read-only: finalise and report what finished
             if not is_fatal_os_error(exc):
                 raise
@@ -504,11 +542,12 @@ def _distill_locked(cfg: DistillStageConfig, renders: RenderStore) -> dict:
         fatal, complete = fatal or os_error_message(exc, "--out", cfg.out), False
     n_images = len(todo) * renders.n_views
     store = FeatureStore(cfg.out) if complete else None
-    if store is not None and todo:  # read-after-write: what this run wrote decodes and matches
-        store.verify(todo)
+    unverified = [i for i in todo if i not in streamed.verified]
+    if store is not None and unverified:  # read-after-write of what the writers did not check
+        store.verify(unverified)
     t_colour = time.perf_counter()
     if store is not None:
-        store = add_colour_basis(cfg, writer, store, renders)
+        store = add_colour_basis(cfg, writer, store, renders, streamed.sample_rows)
     colour_fit_s = time.perf_counter() - t_colour
     metrics = {
         "teacher": cfg.teacher,

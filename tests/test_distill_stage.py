@@ -174,7 +174,8 @@ def test_colour_basis_is_fitted_on_train_objects_only(tiny_stores, tmp_path):
     assert metrics["objects_computed_now"] == 0 and metrics["colour_fit_s"] > 0
     refit = FeatureStore(copy)
     for a, b in zip(refit.colour_basis(), reference, strict=True):
-        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
+        # the first fit used the rows its writer kept in-stream, this one reads them back
+        np.testing.assert_array_equal(a, b)
     test_feat = refit.read(renders.valid_indices("test")[0]).astype(np.float32)
     fg = test_feat[np.abs(test_feat).sum(-1) > 0]
     assert np.abs(fg.mean(0) - refit.colour_basis()[0]).max() > 100  # the wild ones are far
@@ -198,3 +199,28 @@ def test_report_and_metrics_give_variance_kept_per_width(tiny_stores, tmp_path):
     report = (tmp_path / "rep" / "index.html").read_text()
     assert "Share of foreground variance kept by the top D principal axes" in report
     assert "PCA to" not in report  # no --pca: no headline
+
+
+def test_each_object_is_read_back_as_it_is_written(tiny_stores, tmp_path, monkeypatch):
+    renders_path, _ = tiny_stores
+    cfg = DistillStageConfig(category="chair", teacher="daisy", renders=str(renders_path),
+                             out=str(tmp_path / "f.zarr"), report_dir=str(tmp_path / "rep"),
+                             teacher_options={"input_size": 64, "grid": [16, 16]}, batch_size=8)
+    verified_after: list[list[int]] = []
+    original_verify = FeatureStore.verify
+    monkeypatch.setattr(FeatureStore, "verify", lambda self, idx, *a, **k: (
+        verified_after.append(list(idx)), original_verify(self, idx, *a, **k))[1])
+    run_distill_stage(cfg)
+    assert verified_after == []  # every object was checked by the writer, none left for later
+    # a write that stores other values than the digest describes stops the stage at once
+    original_write = FeatureStoreWriter.write_views
+
+    def off_by_one(self, index, views, feat):
+        original_write(self, index, views, feat + (1.0 if index == 3 else 0.0))
+
+    monkeypatch.setattr(FeatureStoreWriter, "write_views", off_by_one)
+    bad = DistillStageConfig(**{**cfg.__dict__, "out": str(tmp_path / "g.zarr"),
+                                "report_dir": str(tmp_path / "rep2")})
+    with pytest.raises(StoreError, match="content differs from its digest.*distill-cache"):
+        run_distill_stage(bad)
+    assert not FeatureStoreWriter(tmp_path / "g.zarr").damaged([0, 1, 2])
