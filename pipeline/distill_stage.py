@@ -8,7 +8,9 @@ task per object (each worker builds the teacher once).
 One sample of train-object views (:func:`fit_sample_pairs`, ``pca_fit_views`` draws) serves
 every fit: the ``--pca`` basis (teacher features of those views, before anything is written)
 and, once the store is complete, the category's report colouring (the stored features of the
-same views, read back), whose spectrum also gives the variance kept per width.
+same views: kept by the writer thread as it writes and reads back each object, read from the
+store for objects computed by an earlier run or by dask workers), whose spectrum also gives the
+variance kept per width.
 """
 
 from __future__ import annotations
