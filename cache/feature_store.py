@@ -166,9 +166,8 @@ class FeatureStoreWriter:
         if feat is None:
             feat = self.group["feat"][index]
         feat = np.asarray(feat, np.float16)
-        digests = integrity.object_digests({"feat": feat}, ("feat",))
-        write_objects({"d": self.group[integrity.DIGESTS]}, index, {"d": digests})
-        write_objects({"d": self.group[integrity.DONE]}, index, {"d": np.uint8(1)})  # last
+        integrity.mark_object_done(
+            self.group, index, integrity.object_digests({"feat": feat}, ("feat",)))
 
     def check_written(self, index: int) -> None:
         """Read-after-write of object ``index``: its shard re-read against the digest just

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import zarr
 
-from cache.zarr_io import exists, join, read_object
+from cache.zarr_io import exists, join, read_object, write_objects
 
 DIGESTS = "digests"
 DONE = "done"
@@ -49,6 +49,13 @@ def array_digest(value: np.ndarray) -> np.ndarray:
 def object_digests(values: Mapping[str, np.ndarray], names: Sequence[str]) -> np.ndarray:
     """(A, 32) uint8: :func:`array_digest` of ``values[name]`` for each of ``names``."""
     return np.stack([array_digest(values[n]) for n in names])
+
+
+def mark_object_done(group: zarr.Group, index: int, digests: np.ndarray) -> None:
+    """Write object ``index``'s (A, 32) digests, then its ``done`` flag (last: a run killed in
+    between leaves the object not done)."""
+    write_objects({DIGESTS: group[DIGESTS]}, index, {DIGESTS: digests})
+    write_objects({DONE: group[DONE]}, index, {DONE: np.uint8(1)})
 
 
 def chunk_file(store: str | Path, array: zarr.Array, index: int) -> str:

@@ -156,9 +156,7 @@ class RenderStoreWriter:
                     f"{values[name].shape}, store expects {array.shape[1:]}"
                 )
         write_objects(arrays, index, values)
-        digests = integrity.object_digests(values, CONTENT_ARRAYS)
-        write_objects({"d": g[integrity.DIGESTS]}, index, {"d": digests})
-        write_objects({"d": g[integrity.DONE]}, index, {"d": np.uint8(1)})  # last
+        integrity.mark_object_done(g, index, integrity.object_digests(values, CONTENT_ARRAYS))
 
     def damaged(self, indices: list[int]) -> list[integrity.Problem]:
         """Problems of the done objects ``indices`` (every array re-read against its digest)."""

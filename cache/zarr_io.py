@@ -205,8 +205,8 @@ def write_objects(arrays: Mapping[str, zarr.Array], index: int,
                     or 0 in value.shape):
                 array[index] = value
                 continue
-            data = encode_object(encoding, value.astype(encoding.dtype, copy=False))
-            puts.append((array.store_path.store, encoding.key(index), data))
+            puts.append((array.store_path.store, encoding.key(index),
+                         encode_object(encoding, value)))
     if puts:
         buffer = default_buffer_prototype().buffer
 
