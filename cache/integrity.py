@@ -23,6 +23,7 @@ from cache.zarr_io import exists, join, read_object, write_objects
 
 DIGESTS = "digests"
 DONE = "done"
+FLAGS = (DIGESTS, DONE)  # the per-object bookkeeping arrays of every store
 
 
 @dataclass(frozen=True)
@@ -51,9 +52,11 @@ def object_digests(values: Mapping[str, np.ndarray], names: Sequence[str]) -> np
     return np.stack([array_digest(values[n]) for n in names])
 
 
-def mark_object_done(group: zarr.Group, index: int, digests: np.ndarray) -> None:
+def mark_object_done(group: zarr.Group | Mapping[str, zarr.Array], index: int,
+                     digests: np.ndarray) -> None:
     """Write object ``index``'s (A, 32) digests, then its ``done`` flag (last: a run killed in
-    between leaves the object not done)."""
+    between leaves the object not done). ``group``: the store's group, or its digest and done
+    arrays already opened (by name)."""
     write_objects({DIGESTS: group[DIGESTS]}, index, {DIGESTS: digests})
     write_objects({DONE: group[DONE]}, index, {DONE: np.uint8(1)})
 

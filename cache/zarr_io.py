@@ -12,6 +12,7 @@ import socket
 import time
 import uuid
 from collections.abc import Callable, Mapping
+from concurrent.futures import Executor, Future
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -187,16 +188,17 @@ _MISSING_CHUNK = 2**64 - 1  # a shard index entry (offset and length) for an abs
 
 
 def write_objects(arrays: Mapping[str, zarr.Array], index: int,
-                  values: Mapping[str, np.ndarray]) -> None:
+                  values: Mapping[str, np.ndarray], pool: Executor | None = None) -> None:
     """``arrays[name][index] = values[name]`` for every name. Arrays with an
     :func:`object_encoding` are encoded here, one pass per object, and stored in one batch of
     concurrent puts; others go through zarr. Measured (50 x 128 x 128 views, zarr 3.1): zarr's
     own pipeline spends about 0.4 ms per chunk, 20 ms per per-view array and 2 ms per tiny one;
-    encoded here the stored bytes are the same."""
+    encoded here the stored bytes are the same. With ``pool`` the arrays are encoded on its
+    threads (zstd releases the GIL), else in this thread."""
     from zarr.core.buffer import default_buffer_prototype
     from zarr.core.sync import sync
 
-    puts = []
+    encoded = []
     with whole_shard_writes():
         for name, array in arrays.items():
             value = np.asarray(values[name])
@@ -205,8 +207,11 @@ def write_objects(arrays: Mapping[str, zarr.Array], index: int,
                     or 0 in value.shape):
                 array[index] = value
                 continue
-            puts.append((array.store_path.store, encoding.key(index),
-                         encode_object(encoding, value)))
+            encoded.append((array.store_path.store, encoding.key(index),
+                            pool.submit(encode_object, encoding, value) if pool is not None
+                            else encode_object(encoding, value)))
+    puts = [(store, key, data.result() if isinstance(data, Future) else data)
+            for store, key, data in encoded]
     if puts:
         buffer = default_buffer_prototype().buffer
 

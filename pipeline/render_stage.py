@@ -226,7 +226,7 @@ def render_task(job: RenderJob, store_path: str, renderer_name: str) -> dict:
         obj = run_job(job, renderer)
         t1 = time.perf_counter()
         try:
-            RenderStoreWriter(store_path).write_object(job.index, obj)
+            RenderStoreWriter.in_this_process(store_path).write_object(job.index, obj)
         except OSError as exc:
             if is_fatal_os_error(exc):  # no other object can succeed: the stage stops
                 return {"index": job.index, "object_id": job.object_id, "ok": False,

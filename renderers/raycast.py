@@ -50,15 +50,45 @@ def cast_view(
     depth = np.zeros(size * size, np.float64)
     hit = tri >= 0
     if hit.any():
-        hit_rays = hit[cast]
-        # exact z-depth = distance from origin to the hit triangle's plane along the ray
-        normals = mesh.face_normals[tri[hit]]
-        p0 = mesh.vertices[mesh.faces[tri[hit], 0]]
-        num = np.einsum("ij,ij->i", p0 - origins[hit_rays], normals)
-        den = np.einsum("ij,ij->i", dirs[hit_rays], normals)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            depth[hit] = num / den
+        depth[hit] = plane_depth(face_planes(mesh), tri[hit], origins[hit[cast]], dirs[hit[cast]])
     return tri.reshape(size, size), depth.reshape(size, size).astype(np.float32)
+
+
+def face_planes(mesh: trimesh.Trimesh) -> tuple[np.ndarray, np.ndarray]:
+    """(F, 3) unit normals and (F, 3) first vertices of ``mesh``'s faces: each face's plane."""
+    return np.asarray(mesh.face_normals), np.asarray(mesh.vertices)[np.asarray(mesh.faces)[:, 0]]
+
+
+def plane_depth(planes: tuple[np.ndarray, np.ndarray], tri: np.ndarray, origins: np.ndarray,
+                dirs: np.ndarray) -> np.ndarray:
+    """(n,) float64 exact distance along each ray (n, 3) to the plane of the face it hit ``tri``
+    (n,): the z-depth where ``dirs`` have a unit camera-z component; inf/nan for a ray in the
+    plane."""
+    normals, p0 = planes[0][tri], planes[1][tri]
+    num = np.einsum("ij,ij->i", p0 - origins, normals)
+    den = np.einsum("ij,ij->i", dirs, normals)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return num / den
+
+
+def cast_pixels(intersector, planes: tuple[np.ndarray, np.ndarray], K: np.ndarray,
+                c2w: np.ndarray, size: int, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`cast_view` at the row-major pixel indices ``pixels`` (n,) only, without full-image
+    arrays; ``planes`` from :func:`face_planes` (made once per mesh).
+
+    Returns:
+        tri: (n,) int64 first face hit, -1 for a miss.
+        depth: (n,) float32 z-depth of the hit (the same values as :func:`cast_view`), 0 for
+        a miss.
+    """
+    origins, dirs = _rays_through(K, c2w, size, pixels)
+    if not len(pixels):
+        return np.zeros(0, np.int64), np.zeros(0, np.float32)
+    tri = np.asarray(intersector.intersects_first(origins, dirs), np.int64)
+    hit = tri >= 0
+    depth = np.zeros(len(pixels), np.float64)
+    depth[hit] = plane_depth(planes, tri[hit], origins[hit], dirs[hit])
+    return tri, depth.astype(np.float32)
 
 
 def _rays_through(

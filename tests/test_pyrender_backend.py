@@ -3,6 +3,7 @@
 import os
 import subprocess
 import sys
+import threading
 
 import numpy as np
 import pytest
@@ -11,7 +12,7 @@ import trimesh
 from renderers.base import RendererUnavailable
 from renderers.cameras import CameraRig, backproject_depth, intrinsics, random_hemisphere_poses
 from renderers.pyrender_backend import PyrenderRenderer
-from renderers.raycast import cast_view, ray_intersector
+from renderers.raycast import cast_pixels, cast_view, ray_intersector
 from tests.conftest import REPO
 
 SIZE = 128
@@ -177,6 +178,43 @@ def test_a_gl_context_that_stays_broken_is_renderer_unavailable(rendered, monkey
     msg = str(info.value)
     assert "\n" not in msg and "err=12296 in eglMakeCurrent" in msg and "--renderer raycast" in msg
     assert renderer.context_resets == 1  # one new context was tried
+
+
+def test_the_ray_cast_helper_runs_at_idle_priority(rendered):
+    if not hasattr(os, "SCHED_IDLE"):
+        pytest.skip("no SCHED_IDLE on this platform")
+    renderer = _renderer()
+    tid = renderer._cast_pool().submit(threading.get_native_id).result()
+    assert os.sched_getscheduler(tid) in (os.SCHED_IDLE, os.SCHED_OTHER)
+    if os.sched_getscheduler(tid) == os.SCHED_OTHER:  # SCHED_IDLE refused: nice 19 instead
+        assert os.getpriority(os.PRIO_PROCESS, tid) == 19
+
+
+def test_a_helper_that_gets_no_cpu_does_not_stall_the_render(rendered, monkeypatch):
+    """On a machine kept busy by other processes the idle-priority helper gets no CPU: the
+    main thread casts every view the helper has not finished, with the same result."""
+    import renderers.pyrender_backend as backend
+
+    asset, K, c2w, ref = rendered
+    renderer = _renderer()
+    starved, started = threading.Event(), threading.Event()
+
+    def stalled_on_the_helper(*args):
+        if threading.current_thread().name.startswith("raycast"):
+            started.set()
+            starved.wait()  # started but never finishes while the main thread waits
+        return cast_pixels(*args)
+
+    monkeypatch.setattr(backend, "cast_pixels", stalled_on_the_helper)
+    out: list = []
+    worker = threading.Thread(target=lambda: out.append(renderer.render(asset, K, c2w, SIZE)))
+    worker.start()
+    worker.join(timeout=60)
+    finished = not worker.is_alive()
+    starved.set()
+    worker.join()
+    assert started.is_set() and finished, "the render waited for the starved helper"
+    assert _same(out[0], ref)
 
 
 _RENDER_THEN_TORCHVISION = """

@@ -2,7 +2,14 @@ import numpy as np
 import trimesh
 
 from renderers.cameras import CameraRig, fixed_eval_poses, intrinsics, look_at_c2w
-from renderers.raycast import RaycastRenderer, cast_view, first_hit_distance, ray_intersector
+from renderers.raycast import (
+    RaycastRenderer,
+    cast_pixels,
+    cast_view,
+    face_planes,
+    first_hit_distance,
+    ray_intersector,
+)
 
 
 def test_cast_view_plane_depth_is_exact():
@@ -49,3 +56,23 @@ def test_cast_view_with_mask_casts_only_masked_pixels(toy_asset):
         np.testing.assert_allclose(mdepth[mask], depth[mask], atol=1e-6)
         empty = cast_view(inter, toy_asset.mesh, K, c2w, 64, np.zeros((64, 64), bool))
         assert (empty[0] == -1).all() and (empty[1] == 0).all()
+
+
+def test_cast_pixels_gives_cast_views_values_at_those_pixels(toy_asset):
+    rig = CameraRig(n_views=3)
+    K = intrinsics(64, rig.fov_deg)
+    inter, planes = ray_intersector(toy_asset.mesh), face_planes(toy_asset.mesh)
+    for c2w in fixed_eval_poses(rig):
+        full_tri, _ = cast_view(inter, toy_asset.mesh, K, c2w, 64)
+        mask = np.zeros((64, 64), bool)
+        mask[full_tri >= 0] = True
+        mask[::3] = True  # misses too
+        tri, depth = cast_view(inter, toy_asset.mesh, K, c2w, 64, mask)
+        pixels = np.flatnonzero(mask)
+        ptri, pdepth = cast_pixels(inter, planes, K, c2w, 64, pixels)
+        assert (ptri == -1).any() and (ptri >= 0).any()
+        np.testing.assert_array_equal(ptri, tri.reshape(-1)[pixels])
+        assert pdepth.dtype == np.float32
+        np.testing.assert_array_equal(pdepth, depth.reshape(-1)[pixels])  # bit for bit
+    none_tri, none_depth = cast_pixels(inter, planes, K, c2w, 64, np.zeros(0, np.int64))
+    assert none_tri.shape == none_depth.shape == (0,)

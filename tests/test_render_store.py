@@ -133,3 +133,19 @@ def test_corrupt_chunk_is_reported_with_store_and_array(tmp_path):
     store = RenderStore(path)
     with pytest.raises(StoreError, match="depth.*corrupt"):
         store.read("depth", (int(shard.parts[-4]), 0))
+
+
+def test_a_process_reuses_its_writer_until_the_store_is_made_with_other_settings(tmp_path):
+    path = tmp_path / "s.zarr"
+    RenderStoreWriter.create_or_resume(path, LAYOUT, ATTRS)
+    first = RenderStoreWriter.in_this_process(path)
+    first.write_object(0, fake_object(0))
+    assert RenderStoreWriter.in_this_process(path) is first  # arrays opened once per store
+    stale = {**ATTRS, "config": {"renderer": "y"}}
+    RenderStoreWriter.create_or_resume(path, LAYOUT, stale, if_stale="overwrite")
+    second = RenderStoreWriter.in_this_process(path)
+    assert second is not first
+    second.write_object(2, fake_object(2, value=7))
+    store = RenderStore(path, allow_incomplete=True)
+    assert store.valid_indices() == [2]  # the old store's object is gone with it
+    assert (store.read("rgb", (2, 0)) == 7).all()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -63,14 +64,16 @@ def test_every_store_layout_has_an_object_encoding(tmp_path):
         assert encoding.sharded == (LAYOUTS[name][2] and bool(LAYOUTS[name][0]))
 
 
-def test_write_objects_stores_the_bytes_zarr_writes(tmp_path):
+@pytest.mark.parametrize("threads", [0, 2])
+def test_write_objects_stores_the_bytes_zarr_writes(tmp_path, threads):
     by_zarr, by_us = _group(tmp_path / "zarr.zarr"), _group(tmp_path / "ours.zarr")
+    pool = ThreadPoolExecutor(threads) if threads else None  # encodes on a pool's threads
     for index, seed in ((0, 0), (2, 1)):
         values = _values(seed)
         with whole_shard_writes():
             for name in LAYOUTS:
                 by_zarr[name][index] = values[name]
-        write_objects({n: by_us[n] for n in LAYOUTS}, index, values)
+        write_objects({n: by_us[n] for n in LAYOUTS}, index, values, pool)
     theirs, ours = _chunk_files(tmp_path / "zarr.zarr"), _chunk_files(tmp_path / "ours.zarr")
     assert len(ours) == 2 * len(LAYOUTS)
     assert ours == theirs
