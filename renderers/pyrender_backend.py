@@ -303,9 +303,9 @@ def lower_thread_priority() -> None:
     cast helper runs beside llvmpipe's raster threads; at normal priority it preempted one of
     them and every frame waited for that thread's tiles (measured against the bare loop, per
     object alternately: GL plus casts 0.89-0.91x with a normal-priority helper, 0.95-0.97x
-    with an idle-priority one). It cannot stall a
-    render on a busy machine (where it gets no CPU): after the last frame the main thread casts
-    every view the helper has not finished (see ``_render``).
+    with an idle-priority one). It cannot stall a render on a busy machine (where it gets no
+    CPU): after the last frame the main thread casts every view the helper has not finished
+    (see ``_render``).
     """
     tid = threading.get_native_id()
     try:

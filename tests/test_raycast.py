@@ -58,16 +58,14 @@ def test_cast_view_with_mask_casts_only_masked_pixels(toy_asset):
         assert (empty[0] == -1).all() and (empty[1] == 0).all()
 
 
-def test_cast_pixels_gives_cast_views_values_at_those_pixels(toy_asset):
+def test_cast_pixels_gives_the_full_cast_views_values_at_those_pixels(toy_asset):
     rig = CameraRig(n_views=3)
     K = intrinsics(64, rig.fov_deg)
     inter, planes = ray_intersector(toy_asset.mesh), face_planes(toy_asset.mesh)
     for c2w in fixed_eval_poses(rig):
-        full_tri, _ = cast_view(inter, toy_asset.mesh, K, c2w, 64)
-        mask = np.zeros((64, 64), bool)
-        mask[full_tri >= 0] = True
+        tri, depth = cast_view(inter, toy_asset.mesh, K, c2w, 64)  # every pixel, pixel_rays
+        mask = tri >= 0
         mask[::3] = True  # misses too
-        tri, depth = cast_view(inter, toy_asset.mesh, K, c2w, 64, mask)
         pixels = np.flatnonzero(mask)
         ptri, pdepth = cast_pixels(inter, planes, K, c2w, 64, pixels)
         assert (ptri == -1).any() and (ptri >= 0).any()
