@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from cache import integrity
-from cache.feature_store import read_colour_basis, store_variance_kept
+from cache.feature_store import read_colour_basis, read_derived, read_pca, store_variance_kept
 from cache.zarr_io import (
     CREATING_SUFFIX,
     StoreError,
@@ -558,8 +558,8 @@ def export_npz(store: str, out_dir: str | Path, objects: Sequence[int] | None = 
 
     Feature stores: ``feat`` as **float32 (V, C, h, w)** (channels first, as the official
     FeatureNeRF processed data; float16 -> float32 is exact, so ``feat.transpose(0, 2, 3, 1)``
-    cast to float16 gives the stored array back bit for bit), ``object_id``, ``split``; the PCA
-    basis, when there is one, goes to ``pca.npz`` (``mean`` (C,), ``components`` (C, D)).
+    cast to float16 gives the stored array back bit for bit), ``object_id``, ``split``; the
+    fitted bases go to ``pca.npz`` and ``colour.npz`` (:func:`export_fitted_bases`).
     Render stores: every content array of the object as stored (``rgb`` (V, H, W, 3) uint8...).
     Returns the manifest.
     """
@@ -608,14 +608,40 @@ def export_npz(store: str, out_dir: str | Path, objects: Sequence[int] | None = 
         manifest.update(identity=attrs.get("identity"),
                         render_fingerprint=attrs.get("render_fingerprint"),
                         pca_dim=attrs.get("pca_dim"))
-        if "pca_components" in group:
-            np.savez(out / "pca.npz", mean=group["pca_mean"][:],
-                     components=group["pca_components"][:])
-            manifest["pca"] = "pca.npz"
+        manifest.update(export_fitted_bases(group, store, out))
     else:
         manifest["settings"] = attrs.get("config")
     (out / "manifest.json").write_text(json.dumps(manifest, indent=1, default=str) + "\n")
     return manifest
+
+
+def export_fitted_bases(group: Any, store: str, out: Path) -> dict[str, str | None]:
+    """Write a feature store's fitted bases into ``out``, each array checked against its
+    recorded sha256 first; returns the manifest entries of the files written.
+
+    - ``pca.npz`` (a ``--pca`` store): ``mean`` (C,), ``components`` (C, D) and, when
+      recorded, ``variances`` (C,), the train sample's spectrum.
+    - ``colour.npz`` (the report colouring): ``mean`` (D,), ``components`` (D, k), ``lo`` /
+      ``hi`` (k,) and, when recorded, ``variances`` (D,). A store written before colour bases
+      has none: its manifest's ``colour_basis`` is null.
+    """
+    entries: dict[str, str | None] = {"colour_basis": None}
+    bases = (("pca", "pca.npz", read_pca(group, store), ("mean", "components"),
+              "pca_variances"),
+             ("colour_basis", "colour.npz", read_colour_basis(group, store),
+              ("mean", "components", "lo", "hi"), "colour_variances"))
+    for key, file_name, arrays, names, spectrum in bases:
+        if arrays is None:
+            continue
+        values = dict(zip(names, arrays, strict=True))
+        if spectrum in group:
+            values["variances"] = read_derived(group, spectrum, store)
+        tmp = out / f".{file_name}.tmp"
+        with open(tmp, "wb") as fh:
+            np.savez(fh, **values)
+        os.replace(tmp, out / file_name)
+        entries[key] = file_name
+    return entries
 
 
 def export_store(store: str, fmt: str, out_dir: str | Path, objects: str | None = None,

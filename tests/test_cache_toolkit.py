@@ -242,7 +242,8 @@ def test_export_npz_round_trips_the_features_exactly(workspace, tmp_path):
     ids = store.attrs["object_ids"]
     sub = tmp_path / "sub"
     ok("cache", "export", str(workspace["feat_b"]), "--out", str(sub), "--objects", "1:3")
-    assert sorted(p.name for p in sub.glob("*.npz")) == sorted(f"{o}.npz" for o in ids[1:3])
+    assert sorted(p.name for p in sub.glob("*.npz")) == sorted(
+        [*(f"{o}.npz" for o in ids[1:3]), "colour.npz"])  # the objects and the fitted basis
     picked = tmp_path / "picked"
     ok("cache", "export", str(workspace["renders_b"]), "--out", str(picked), "--objects",
        f"{ids[4]},0", "--compress")
@@ -250,6 +251,28 @@ def test_export_npz_round_trips_the_features_exactly(workspace, tmp_path):
         assert np.array_equal(npz["rgb"], RenderStore(workspace["renders_b"]).read("rgb", 0))
     assert sorted(p.name for p in picked.glob("*.npz")) == sorted([f"{ids[0]}.npz",
                                                                    f"{ids[4]}.npz"])
+
+
+def test_export_npz_writes_the_verified_colour_basis(workspace, tmp_path):
+    paths = copy_workspace(workspace, tmp_path)
+    store = FeatureStore(paths["feat_b"])
+    basis = store.colour_basis()
+    assert basis is not None  # the distill stage fits one per category
+    out = tmp_path / "npz"
+    ok("cache", "export", str(paths["feat_b"]), "--out", str(out))
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["colour_basis"] == "colour.npz"
+    with np.load(out / "colour.npz") as npz:
+        for name, value in zip(("mean", "components", "lo", "hi"), basis, strict=True):
+            assert np.array_equal(npz[name], value), name
+        assert npz["variances"].shape == (store.dim,)
+    group = zarr.open_group(str(paths["feat_b"]), mode="r+")
+    group["colour_mean"][0] = group["colour_mean"][0] + 1.0  # no longer its recorded digest
+    line = one_line_error("cache", "export", str(paths["feat_b"]), "--out",
+                          str(tmp_path / "damaged"))
+    assert "colour_mean" in line and "distill-cache" in line
+    assert not (tmp_path / "damaged" / "colour.npz").exists()
+    assert not (tmp_path / "damaged" / "manifest.json").exists()
 
 
 def test_export_refuses_damage_and_bad_selections(workspace, tmp_path):
