@@ -114,6 +114,12 @@ def main(online: bool | None) -> None:
 @click.option("--import-root", default="", help="--source import: the dataset folder")
 @click.option("--import-options", default="",
               help="--source import: importer options 'KEY=VALUE KEY=VALUE' (import --option)")
+@click.option("--import-near", type=float, default=0.0,
+              help="--source import: camera near distance of the store (import --near; with "
+                   "--import-far)  [default: 0 = the smallest of the objects']")
+@click.option("--import-far", type=float, default=0.0,
+              help="--source import: camera far distance (import --far)  [default: 0 = the "
+                   "largest of the objects']")
 @click.option("--mesh-root", type=click.Path(),
               help="--source meshes: the folder (optional <name>.labels.npy, parts.yaml, "
                    "<name>.keypoints.json sidecars, splits.json)")
@@ -191,12 +197,16 @@ def main(online: bool | None) -> None:
 @click.option("--if-stale", type=IF_STALE, default="refuse", help=IF_STALE_HELP)
 @user_errors
 def render(split_fractions: str, annotations: str, import_format: str, import_root: str,
-           import_options: str, **kwargs: Any) -> None:
+           import_options: str, import_near: float, import_far: float, **kwargs: Any) -> None:
     """Render a 50-view dataset of one category into a Zarr render store."""
     from pipeline.render_stage import RenderStageConfig, run_render_stage
 
     if kwargs["source"] == "import":  # --split, --objects, --size, --out... as for `import`
-        return _render_by_import(import_format, import_root, import_options.split(), kwargs)
+        return _render_by_import(import_format, import_root, import_options.split(),
+                                 {**kwargs, "near": import_near, "far": import_far})
+    if import_near or import_far:
+        raise click.UsageError("--import-near/--import-far apply to --source import only (the "
+                               "rendered sources' cameras are set by the camera rig)")
     kwargs["annotations"] = tuple(a.strip() for a in annotations.split(",") if a.strip())
     kwargs["if_stale"] = if_stale_value(kwargs["if_stale"])
     for key in ("shapenet_root", "split_file", "keypointnet_root", "shapenet_part_root",
@@ -233,7 +243,8 @@ def _render_by_import(fmt: str, root: str, options: list[str], render: dict[str,
     if not fmt or not root:
         raise click.UsageError("--source import needs --import-format and --import-root "
                                "(params.yaml: render.import_format, render.import_root)")
-    unset_when_empty = {k: render[k] or None for k in ("split_file", "objects", "size")}
+    unset_when_empty = {k: render[k] or None
+                        for k in ("split_file", "objects", "size", "near", "far")}
     _run_import(ImportStageConfig(
         format=fmt, root=root, category=render["category"], options=_parse_options(
             tuple(options)), out=render["out"], report_dir=render["report_dir"],

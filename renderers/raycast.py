@@ -11,7 +11,6 @@ import trimesh
 
 from renderers.asset import ShapeAsset
 from renderers.base import RenderedViews
-from renderers.cameras import pixel_rays
 
 
 def ray_intersector(mesh: trimesh.Trimesh):
@@ -38,21 +37,13 @@ def cast_view(
         tri: (H, W) int64 index of the first face hit, -1 for background (or masked out).
         depth: (H, W) float32 z-depth of the hit, 0 for background.
     """
-    planes = face_planes(mesh)
-    if mask is not None:
-        pixels = np.flatnonzero(np.asarray(mask, bool).reshape(-1))
-        tri_at, depth_at = cast_pixels(intersector, planes, K, c2w, size, pixels)
-        tri = np.full(size * size, -1, np.int64)
-        depth32 = np.zeros(size * size, np.float32)
-        tri[pixels], depth32[pixels] = tri_at, depth_at
-        return tri.reshape(size, size), depth32.reshape(size, size)
-    origins, dirs = pixel_rays(K, c2w, size, size)  # dirs have unit camera-z component
-    tri = np.asarray(intersector.intersects_first(origins, dirs), np.int64)
-    depth = np.zeros(size * size, np.float64)
-    hit = tri >= 0
-    if hit.any():
-        depth[hit] = plane_depth(planes, tri[hit], origins[hit], dirs[hit])
-    return tri.reshape(size, size), depth.reshape(size, size).astype(np.float32)
+    pixels = (np.arange(size * size) if mask is None
+              else np.flatnonzero(np.asarray(mask, bool).reshape(-1)))
+    tri_at, depth_at = cast_pixels(intersector, face_planes(mesh), K, c2w, size, pixels)
+    tri = np.full(size * size, -1, np.int64)
+    depth = np.zeros(size * size, np.float32)
+    tri[pixels], depth[pixels] = tri_at, depth_at
+    return tri.reshape(size, size), depth.reshape(size, size)
 
 
 def face_planes(mesh: trimesh.Trimesh) -> tuple[np.ndarray, np.ndarray]:

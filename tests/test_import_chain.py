@@ -142,6 +142,23 @@ def test_dvc_render_stage_imports_with_params_only(tmp_path):
     assert store.image_size == SIZE and len(store.object_ids) == 4
     assert (tmp_path / "report" / "index.html").is_file()
     assert (tmp_path / "report" / "metrics.json").is_file()
+    camera = store.attrs["camera"]
+    assert camera["near_far_source"] == "objects"  # params 0/0: the objects' own
+    args = dvc_render_args(tmp_path / "set", categories=["car"], source="import",
+                           import_format="srn", import_root=root, import_near=0.6,
+                           import_far=2.4, import_options="views=3 world_scale=rig", size=0)
+    cli(*args)
+    camera = RenderStore(tmp_path / "set" / "renders.zarr").attrs["camera"]
+    assert (camera["near"], camera["far"], camera["near_far_source"]) == (0.6, 2.4,
+                                                                          "--near/--far")
+
+
+def test_render_refuses_import_near_far_without_an_import(tmp_path):
+    result = CliRunner().invoke(main, ["render", "--category", "chair", "--import-near", "0.5",
+                                       "--import-far", "2", "--out", str(tmp_path / "r.zarr")])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert "--source import only" in result.output
+    assert not (tmp_path / "r.zarr").exists()
 
 
 def test_dvc_render_stage_default_is_unchanged_by_the_import_flags(tmp_path):
@@ -152,7 +169,8 @@ def test_dvc_render_stage_default_is_unchanged_by_the_import_flags(tmp_path):
     tiny = {"objects": 2, "views": 2, "size": 32, "points": 16, "renderer": "raycast"}
     args = dvc_render_args(tmp_path / "dvc", **tiny)
     cli(*args)
-    new_flags = ("--mesh-root", "--import-format", "--import-root", "--import-options")
+    new_flags = ("--mesh-root", "--import-format", "--import-root", "--import-options",
+                 "--import-near", "--import-far")
     plain = [a for k, a in enumerate(args) if a not in new_flags
              and (k == 0 or args[k - 1] not in new_flags)]
     assert len(plain) == len(args) - 2 * len(new_flags)

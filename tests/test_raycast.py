@@ -1,7 +1,13 @@
 import numpy as np
 import trimesh
 
-from renderers.cameras import CameraRig, fixed_eval_poses, intrinsics, look_at_c2w
+from renderers.cameras import (
+    CameraRig,
+    fixed_eval_poses,
+    intrinsics,
+    look_at_c2w,
+    pixel_rays,
+)
 from renderers.raycast import (
     RaycastRenderer,
     cast_pixels,
@@ -58,19 +64,27 @@ def test_cast_view_with_mask_casts_only_masked_pixels(toy_asset):
         assert (empty[0] == -1).all() and (empty[1] == 0).all()
 
 
-def test_cast_pixels_gives_the_full_cast_views_values_at_those_pixels(toy_asset):
+def test_cast_pixels_matches_an_independent_full_image_cast(toy_asset):
     rig = CameraRig(n_views=3)
     K = intrinsics(64, rig.fov_deg)
     inter, planes = ray_intersector(toy_asset.mesh), face_planes(toy_asset.mesh)
     for c2w in fixed_eval_poses(rig):
-        tri, depth = cast_view(inter, toy_asset.mesh, K, c2w, 64)  # every pixel, pixel_rays
-        mask = tri >= 0
+        # the reference: trimesh over pixel_rays, with its own hit locations (no plane_depth)
+        origins, dirs = pixel_rays(K, c2w, 64, 64)
+        ref_tri = np.asarray(inter.intersects_first(origins, dirs), np.int64)
+        locations, ray_index, _ = inter.intersects_location(origins, dirs, multiple_hits=False)
+        ref_depth = np.zeros(64 * 64)
+        ref_depth[ray_index] = (locations - origins[ray_index]) @ c2w[:3, 2]  # camera z
+        mask = ref_tri >= 0
         mask[::3] = True  # misses too
         pixels = np.flatnonzero(mask)
         ptri, pdepth = cast_pixels(inter, planes, K, c2w, 64, pixels)
         assert (ptri == -1).any() and (ptri >= 0).any()
-        np.testing.assert_array_equal(ptri, tri.reshape(-1)[pixels])
+        np.testing.assert_array_equal(ptri, ref_tri[pixels])
         assert pdepth.dtype == np.float32
-        np.testing.assert_array_equal(pdepth, depth.reshape(-1)[pixels])  # bit for bit
+        np.testing.assert_allclose(pdepth, ref_depth[pixels], atol=1e-5)
+        tri, depth = cast_view(inter, toy_asset.mesh, K, c2w, 64)  # every pixel
+        np.testing.assert_array_equal(tri.reshape(-1)[pixels], ptri)
+        np.testing.assert_array_equal(depth.reshape(-1)[pixels], pdepth)  # bit for bit
     none_tri, none_depth = cast_pixels(inter, planes, K, c2w, 64, np.zeros(0, np.int64))
     assert none_tri.shape == none_depth.shape == (0,)
