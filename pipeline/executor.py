@@ -43,11 +43,14 @@ def worker_id() -> str:
 
 
 def _dask_worker_address() -> str | None:
+    """This dask worker's address; None outside one (without importing ``distributed``, which
+    costs about 2 s: a process that has not imported it is no dask worker)."""
+    distributed = sys.modules.get("distributed")
+    if distributed is None:
+        return None
     try:
-        from distributed import get_worker
-
-        return str(get_worker().address)
-    except (ImportError, ValueError):
+        return str(distributed.get_worker().address)
+    except ValueError:
         return None
 
 
