@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from cache import integrity
+from cache.atomic import atomic_write_with
 from cache.feature_store import read_colour_basis, read_derived, read_pca, store_variance_kept
 from cache.zarr_io import (
     CREATING_SUFFIX,
@@ -594,10 +595,7 @@ def export_npz(store: str, out_dir: str | Path, objects: Sequence[int] | None = 
                 arrays["feat"].astype(np.float32).transpose(0, 3, 1, 2))}
         arrays.update(object_id=np.array(ids[i]), split=np.array(splits[i]))
         target = out / f"{_safe_name(ids[i])}.npz"
-        tmp = out / f".{target.name}.tmp"
-        with open(tmp, "wb") as fh:
-            save(fh, **arrays)
-        os.replace(tmp, target)
+        atomic_write_with(target, lambda fh, arrays=arrays: save(fh, **arrays))
         files.append({"index": i, "id": ids[i], "split": splits[i], "file": target.name})
     manifest: dict[str, Any] = {
         "source": store, "kind": kind, "format": "npz",
@@ -636,10 +634,7 @@ def export_fitted_bases(group: Any, store: str, out: Path) -> dict[str, str | No
         values = dict(zip(names, arrays, strict=True))
         if spectrum in group:
             values["variances"] = read_derived(group, spectrum, store)
-        tmp = out / f".{file_name}.tmp"
-        with open(tmp, "wb") as fh:
-            np.savez(fh, **values)
-        os.replace(tmp, out / file_name)
+        atomic_write_with(out / file_name, lambda fh, values=values: np.savez(fh, **values))
         entries[key] = file_name
     return entries
 
