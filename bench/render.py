@@ -113,8 +113,8 @@ def bare(store_path: Path) -> tuple[float, float, int]:
 def ratio_line(label: str, views: int, s_wall: float, s_cpu: float, b_wall: float,
                b_cpu: float, b_views: int) -> str:
     return (f"{label:<24} stage {views / s_wall:6.1f} views/s  bare {b_views / b_wall:6.1f} "
-            f"views/s  ratio {views * b_wall / (s_wall * b_views):.2f}  (per CPU second: "
-            f"{views * b_cpu / (s_cpu * b_views):.2f})")
+            f"views/s  ratio {views * b_wall / (s_wall * b_views):.3f}  (per CPU second: "
+            f"{views * b_cpu / (s_cpu * b_views):.3f})")
 
 
 def main() -> None:

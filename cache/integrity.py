@@ -43,7 +43,7 @@ def array_digest(value: np.ndarray) -> np.ndarray:
     """(32,) uint8 sha256 over dtype, shape and C-order bytes of one object's array."""
     value = np.ascontiguousarray(value)
     h = hashlib.sha256(f"{value.dtype.str}{value.shape}".encode())
-    h.update(value.tobytes())
+    h.update(value.reshape(-1).view(np.uint8))  # the C-order bytes, without a copy
     return np.frombuffer(h.digest(), np.uint8)
 
 
@@ -58,6 +58,11 @@ def mark_object_done(group: zarr.Group | Mapping[str, zarr.Array], index: int,
     between leaves the object not done). ``group``: the store's group, or its digest and done
     arrays already opened (by name)."""
     write_objects({DIGESTS: group[DIGESTS]}, index, {DIGESTS: digests})
+    mark_done(group, index)
+
+
+def mark_done(group: zarr.Group | Mapping[str, zarr.Array], index: int) -> None:
+    """Set object ``index``'s ``done`` flag (after its arrays and digests are written)."""
     write_objects({DONE: group[DONE]}, index, {DONE: np.uint8(1)})
 
 

@@ -1,7 +1,7 @@
 """The render store: ``data/renders/<category>.zarr`` (contract: docs/contracts.md, section 1).
 
 Zarr v3, one chunk per (object, view), one shard per object. Per-object completion is explicit:
-an object's arrays are written first, then one digest per array (``digests``), then its ``done``
+an object's arrays and one digest per array (``digests``) are written first, then its ``done``
 flag, so a killed run never leaves an object that looks complete, and re-running resumes at the
 first object whose flag is not set. Reads are verified (:mod:`cache.integrity`): zstd checksums
 catch flipped bits, the digests catch lost or swapped chunks, and the attrs' ``done_objects``
@@ -162,7 +162,8 @@ class RenderStoreWriter:
         return self.group["done"][:].astype(bool)
 
     def write_object(self, index: int, obj: RenderedObject) -> None:
-        """Write every array of object ``index``, then its digests; the ``done`` flag goes last."""
+        """Write every array of object ``index`` and its digests (one batch of puts), then its
+        ``done`` flag (last)."""
         g, v = self.group, obj.views
         values = {
             "rgb": v.rgb,
@@ -190,9 +191,11 @@ class RenderStoreWriter:
                     f"{values[name].shape}, store expects {array.shape[1:]}"
                 )
         pool = _write_pool()  # the digests and the encodes on two threads: GL is idle now
-        digests = pool.submit(integrity.object_digests, values, CONTENT_ARRAYS)
-        write_objects(arrays, index, values, pool)
-        integrity.mark_object_done(self._arrays, index, digests.result())
+        values[integrity.DIGESTS] = pool.submit(integrity.object_digests, dict(values),
+                                               CONTENT_ARRAYS)
+        arrays[integrity.DIGESTS] = self._arrays[integrity.DIGESTS]
+        write_objects(arrays, index, values, pool)  # the digests in the same batch of puts
+        integrity.mark_done(self._arrays, index)  # last: the object is done
 
     def damaged(self, indices: list[int]) -> list[integrity.Problem]:
         """Problems of the done objects ``indices`` (every array re-read against its digest)."""

@@ -9,6 +9,7 @@ import json
 import os
 import shutil
 import socket
+import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping
@@ -56,7 +57,8 @@ def whole_shard_writes() -> Any:
 class ObjectEncoding:
     """How one object's block of an array made by :func:`create_object_array` is stored: one
     shard of per-view chunks (``sharded``) or one plain chunk, each chunk the raw C-order bytes
-    compressed by ``zstd`` (a numcodecs ``Zstd``), under ``prefix`` + the chunk key."""
+    compressed by ``zstd`` (a numcodecs ``Zstd``: its level and checksum; the writes go through
+    :func:`_zstd_compressor`, the same frames), under ``prefix`` + the chunk key."""
 
     prefix: str
     sharded: bool
@@ -125,14 +127,34 @@ def encode_object(encoding: ObjectEncoding, value: np.ndarray) -> bytes:
     import google_crc32c
 
     value = np.ascontiguousarray(value, dtype=encoding.dtype)
+    compress = _zstd_compressor(encoding.zstd.level, encoding.zstd.checksum).compress
     if not encoding.sharded:
-        return bytes(encoding.zstd.encode(value))
-    parts = [bytes(encoding.zstd.encode(view)) for view in value]
+        return compress(value)
+    parts = [compress(view) for view in value]
     lengths = np.array([len(p) for p in parts], np.uint64)
     offsets = np.cumsum(lengths) - lengths
     index = np.stack([offsets, lengths], axis=-1).astype("<u8").tobytes()
     crc = np.array([google_crc32c.value(index)], "<u4").tobytes()
     return b"".join(parts) + index + crc
+
+
+_THREAD_COMPRESSORS = threading.local()
+
+
+def _zstd_compressor(level: int, checksum: bool) -> Any:
+    """This thread's reusable ``zstandard.ZstdCompressor`` (one zstd frame per call, with the
+    content size, and the checksum if asked): the frames numcodecs' ``Zstd`` writes, without
+    its new compression context per chunk (measured: 51 -> 12 us for an empty 64 KB view,
+    84 -> 58 us for a typical RGB view). Compressors are not thread-safe, hence one per thread.
+    """
+    import zstandard
+
+    cache = _THREAD_COMPRESSORS.__dict__
+    key = (level, bool(checksum))
+    if key not in cache:
+        cache[key] = zstandard.ZstdCompressor(level=level, write_checksum=bool(checksum),
+                                              write_content_size=True)
+    return cache[key]
 
 
 def read_object(array: zarr.Array, index: int) -> np.ndarray:
@@ -188,8 +210,10 @@ _MISSING_CHUNK = 2**64 - 1  # a shard index entry (offset and length) for an abs
 
 
 def write_objects(arrays: Mapping[str, zarr.Array], index: int,
-                  values: Mapping[str, np.ndarray], pool: Executor | None = None) -> None:
-    """``arrays[name][index] = values[name]`` for every name. Arrays with an
+                  values: Mapping[str, np.ndarray | Future], pool: Executor | None = None
+                  ) -> None:
+    """``arrays[name][index] = values[name]`` for every name (a value may be a Future of
+    one, resolved when its array's turn comes, in ``arrays`` order). Arrays with an
     :func:`object_encoding` are encoded here, one pass per object, and stored in one batch of
     concurrent puts; others go through zarr. Measured (50 x 128 x 128 views, zarr 3.1): zarr's
     own pipeline spends about 0.4 ms per chunk, 20 ms per per-view array and 2 ms per tiny one;
@@ -201,7 +225,8 @@ def write_objects(arrays: Mapping[str, zarr.Array], index: int,
     encoded = []
     with whole_shard_writes():
         for name, array in arrays.items():
-            value = np.asarray(values[name])
+            value = values[name]
+            value = np.asarray(value.result() if isinstance(value, Future) else value)
             encoding = object_encoding(array)
             if (encoding is None or tuple(value.shape) != tuple(array.shape[1:])
                     or 0 in value.shape):

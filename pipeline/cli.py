@@ -243,8 +243,11 @@ def _render_by_import(fmt: str, root: str, options: list[str], render: dict[str,
     if not fmt or not root:
         raise click.UsageError("--source import needs --import-format and --import-root "
                                "(params.yaml: render.import_format, render.import_root)")
-    unset_when_empty = {k: render[k] or None
-                        for k in ("split_file", "objects", "size", "near", "far")}
+    unset_when_empty = {k: render[k] or None for k in ("split_file", "objects", "size")}
+    near, far = render["near"], render["far"]  # 0 and 0: unset (params.yaml has no None)
+    if near and not far:
+        raise click.UsageError(f"--import-near {near:g} needs --import-far (the far distance)")
+    unset_when_empty.update({"near": near, "far": far} if far else {"near": None, "far": None})
     _run_import(ImportStageConfig(
         format=fmt, root=root, category=render["category"], options=_parse_options(
             tuple(options)), out=render["out"], report_dir=render["report_dir"],

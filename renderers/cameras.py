@@ -105,18 +105,29 @@ def project(points: np.ndarray, K: np.ndarray, c2w: np.ndarray) -> tuple[np.ndar
 def pixel_rays(
     K: np.ndarray, c2w: np.ndarray, height: int, width: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Rays through pixel centres.
+    """Rays through every pixel centre of a height x width image: :func:`pixel_rays_at` over
+    all pixels.
 
     Returns:
         origins: (H*W, 3), directions: (H*W, 3) with unit camera-z component (so hit distance
         along the ray equals z-depth), row-major over (v, u).
     """
-    v, u = np.meshgrid(np.arange(height) + 0.5, np.arange(width) + 0.5, indexing="ij")
-    pix = np.stack([u.ravel(), v.ravel(), np.ones(u.size)], axis=-1)
-    dirs_cam = pix @ np.linalg.inv(K).T  # z component == 1
-    dirs = dirs_cam @ c2w[:3, :3].T
-    origins = np.broadcast_to(c2w[:3, 3], dirs.shape).copy()
-    return origins, dirs
+    return pixel_rays_at(K, c2w, width, np.arange(height * width))
+
+
+def pixel_rays_at(
+    K: np.ndarray, c2w: np.ndarray, width: int, index: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Rays through the centres of the pixels at row-major indices ``index`` (n,) of an image
+    ``width`` pixels wide.
+
+    Returns:
+        origins: (n, 3), directions: (n, 3) with unit camera-z component.
+    """
+    v, u = np.divmod(np.asarray(index), width)
+    pix = np.stack([u + 0.5, v + 0.5, np.ones(len(u))], axis=-1)
+    dirs = (pix @ np.linalg.inv(K).T) @ c2w[:3, :3].T  # camera-z component == 1
+    return np.broadcast_to(c2w[:3, 3], dirs.shape).copy(), dirs
 
 
 def backproject_depth(depth: np.ndarray, K: np.ndarray, c2w: np.ndarray) -> np.ndarray:

@@ -11,6 +11,7 @@ import trimesh
 
 from renderers.asset import ShapeAsset
 from renderers.base import RenderedViews
+from renderers.cameras import pixel_rays_at
 
 
 def ray_intersector(mesh: trimesh.Trimesh):
@@ -73,7 +74,7 @@ def cast_pixels(intersector, planes: tuple[np.ndarray, np.ndarray], K: np.ndarra
         depth: (n,) float32 z-depth of the hit (the same values as :func:`cast_view`), 0 for
         a miss.
     """
-    origins, dirs = _rays_through(K, c2w, size, pixels)
+    origins, dirs = pixel_rays_at(K, c2w, size, pixels)
     if not len(pixels):
         return np.zeros(0, np.int64), np.zeros(0, np.float32)
     tri = np.asarray(intersector.intersects_first(origins, dirs), np.int64)
@@ -81,16 +82,6 @@ def cast_pixels(intersector, planes: tuple[np.ndarray, np.ndarray], K: np.ndarra
     depth = np.zeros(len(pixels), np.float64)
     depth[hit] = plane_depth(planes, tri[hit], origins[hit], dirs[hit])
     return tri, depth.astype(np.float32)
-
-
-def _rays_through(
-    K: np.ndarray, c2w: np.ndarray, size: int, index: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`pixel_rays` for the row-major pixel indices ``index`` of a size x size image only."""
-    v, u = np.divmod(index, size)
-    pix = np.stack([u + 0.5, v + 0.5, np.ones(len(index))], axis=-1)
-    dirs = (pix @ np.linalg.inv(K).T) @ c2w[:3, :3].T
-    return np.broadcast_to(c2w[:3, 3], dirs.shape).copy(), dirs
 
 
 def first_hit_distance(intersector, origins: np.ndarray, targets: np.ndarray) -> np.ndarray:

@@ -8,6 +8,7 @@ from renderers.cameras import (
     intrinsics,
     look_at_c2w,
     pixel_rays,
+    pixel_rays_at,
     project,
     random_hemisphere_poses,
 )
@@ -35,6 +36,22 @@ def test_project_round_trip_with_depth():
     cam = np.c_[uv, np.ones(len(uv))] @ np.linalg.inv(K).T * z[:, None]
     world = cam @ c2w[:3, :3].T + c2w[:3, 3]
     np.testing.assert_allclose(world, pts, atol=1e-10)
+
+
+def test_pixel_rays_at_are_the_rows_of_the_full_image_rays():
+    K = intrinsics(24, 50.0)
+    c2w = look_at_c2w(np.array([0.3, 0.9, -1.1]))
+    origins, dirs = pixel_rays(K, c2w, 24, 24)
+    index = np.random.default_rng(0).choice(24 * 24, 77, replace=False)
+    o_at, d_at = pixel_rays_at(K, c2w, 24, index)
+    np.testing.assert_array_equal(o_at, origins[index])
+    np.testing.assert_allclose(d_at, dirs[index], rtol=0, atol=1e-15)
+    # a non-square image: rows are ``width`` long
+    _, d_wide = pixel_rays(K, c2w, 2, 5)
+    _, d_row = pixel_rays_at(K, c2w, 5, np.array([7]))  # v = 1, u = 2
+    np.testing.assert_allclose(d_row[0], d_wide[7], atol=1e-15)
+    uv, _ = project(d_row + c2w[:3, 3], K, c2w)
+    np.testing.assert_allclose(uv[0], [2.5, 1.5], atol=1e-9)
 
 
 def test_pixel_rays_pass_through_pixel_centres():

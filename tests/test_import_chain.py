@@ -151,6 +151,20 @@ def test_dvc_render_stage_imports_with_params_only(tmp_path):
     camera = RenderStore(tmp_path / "set" / "renders.zarr").attrs["camera"]
     assert (camera["near"], camera["far"], camera["near_far_source"]) == (0.6, 2.4,
                                                                           "--near/--far")
+    args = dvc_render_args(tmp_path / "zero", categories=["car"], source="import",
+                           import_format="srn", import_root=root, import_near=0.0,
+                           import_far=2.4, import_options="views=3 world_scale=rig", size=0)
+    cli(*args)  # near 0 is a distance (only 0 and 0 mean unset)
+    camera = RenderStore(tmp_path / "zero" / "renders.zarr").attrs["camera"]
+    assert (camera["near"], camera["far"], camera["near_far_source"]) == (0.0, 2.4,
+                                                                          "--near/--far")
+    args = dvc_render_args(tmp_path / "half", categories=["car"], source="import",
+                           import_format="srn", import_root=root, import_near=0.6,
+                           import_far=0.0, import_options="views=3 world_scale=rig", size=0)
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert "--import-near 0.6 needs --import-far" in result.output
+    assert not (tmp_path / "half" / "renders.zarr").exists()
 
 
 def test_render_refuses_import_near_far_without_an_import(tmp_path):

@@ -82,6 +82,22 @@ def test_write_objects_stores_the_bytes_zarr_writes(tmp_path, threads):
         assert np.array_equal(reopened[name][2], _values(1)[name]), name
 
 
+def test_write_objects_takes_futures_of_values(tmp_path):
+    group = _group(tmp_path / "a.zarr")
+    values, resolved = _values(0), []
+    pool = ThreadPoolExecutor(1)
+
+    def later(name: str) -> np.ndarray:
+        resolved.append(name)
+        return values[name]
+
+    lazy = {**values, "digests": pool.submit(later, "digests"), "K": pool.submit(later, "K")}
+    write_objects({n: group[n] for n in LAYOUTS}, 1, lazy, pool)
+    assert sorted(resolved) == ["K", "digests"]
+    for name in LAYOUTS:
+        assert np.array_equal(read_object(group[name], 1), values[name]), name
+
+
 def test_read_object_gives_zarrs_values_and_the_fill_for_unwritten_objects(tmp_path):
     group = _group(tmp_path / "a.zarr")
     values = _values()
