@@ -144,24 +144,19 @@ def test_dvc_render_stage_imports_with_params_only(tmp_path):
     assert (tmp_path / "report" / "metrics.json").is_file()
     camera = store.attrs["camera"]
     assert camera["near_far_source"] == "objects"  # params 0/0: the objects' own
-    args = dvc_render_args(tmp_path / "set", categories=["car"], source="import",
-                           import_format="srn", import_root=root, import_near=0.6,
-                           import_far=2.4, import_options="views=3 world_scale=rig", size=0)
-    cli(*args)
-    camera = RenderStore(tmp_path / "set" / "renders.zarr").attrs["camera"]
-    assert (camera["near"], camera["far"], camera["near_far_source"]) == (0.6, 2.4,
-                                                                          "--near/--far")
-    args = dvc_render_args(tmp_path / "zero", categories=["car"], source="import",
-                           import_format="srn", import_root=root, import_near=0.0,
-                           import_far=2.4, import_options="views=3 world_scale=rig", size=0)
-    cli(*args)  # near 0 is a distance (only 0 and 0 mean unset)
-    camera = RenderStore(tmp_path / "zero" / "renders.zarr").attrs["camera"]
-    assert (camera["near"], camera["far"], camera["near_far_source"]) == (0.0, 2.4,
-                                                                          "--near/--far")
-    args = dvc_render_args(tmp_path / "half", categories=["car"], source="import",
-                           import_format="srn", import_root=root, import_near=0.6,
-                           import_far=0.0, import_options="views=3 world_scale=rig", size=0)
-    result = CliRunner().invoke(main, args)
+
+    def import_args(folder: str, near: float, far: float) -> list[str]:
+        return dvc_render_args(tmp_path / folder, categories=["car"], source="import",
+                               import_format="srn", import_root=root, import_near=near,
+                               import_far=far, import_options="views=3 world_scale=rig",
+                               size=0)
+
+    for folder, near in (("set", 0.6), ("zero", 0.0)):  # near 0 is a distance (0 and 0: unset)
+        cli(*import_args(folder, near, 2.4))
+        camera = RenderStore(tmp_path / folder / "renders.zarr").attrs["camera"]
+        assert (camera["near"], camera["far"], camera["near_far_source"]) == (
+            near, 2.4, "--near/--far")
+    result = CliRunner().invoke(main, import_args("half", 0.6, 0.0))
     assert result.exit_code == 2 and "Traceback" not in result.output
     assert "--import-near 0.6 needs --import-far" in result.output
     assert not (tmp_path / "half" / "renders.zarr").exists()
